@@ -1,0 +1,87 @@
+"""The test command behind `make test`: library/notebook sync, every notebook, then pytest.
+
+Ends with one line `N passed, N failed` counting the sync check, notebooks and pytest tests together, and exits
+non-zero on any failure."""
+import os, re, subprocess, sys, tempfile, time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FAILED_HEADER = 'nbdev Tests Failed On The Following Notebooks:'
+
+
+def sh(*cmd, **kw):
+    "Run `cmd` at the repo root, returning the CompletedProcess with text output."
+    return subprocess.run([str(c) for c in cmd], cwd=kw.pop('cwd', ROOT), text=True, capture_output=True, **kw)
+
+
+def make_readme(out=ROOT/'README.md'):
+    "Render `nbs/index.ipynb`, executed, to `out` as markdown (nbdev's own `nbdev_readme` needs quarto)."
+    r = sh(BIN/'jupyter', 'nbconvert', '--to', 'markdown', '--execute', '--log-level', 'ERROR',
+           '--output-dir', out.parent, '--output', out.stem, ROOT/'nbs'/'index.ipynb')
+    if r.returncode: raise RuntimeError(r.stderr)
+    out.write_text(re.sub(r'\n{3,}', '\n\n', out.read_text()).strip() + '\n')
+
+
+def check_sync():
+    "True when `nbdev_export`, `nbdev_clean` and the README render leave the committed tree unchanged."
+    for cmd in (['nbdev_export'], ['nbdev_clean']):
+        r = sh(BIN/cmd[0], *cmd[1:])
+        if r.returncode: print(r.stdout, r.stderr); return False
+    make_readme()
+    r = sh('git', 'status', '--porcelain', '--', 'selmix', 'nbs', 'README.md')
+    if r.stdout.strip():
+        print('Notebooks and library/README are out of sync; commit the output of nbdev_export, nbdev_clean and '
+              f'the README render:\n{r.stdout}')
+        return False
+    return True
+
+
+def run_notebooks(path=None, n_workers=2):
+    "Run `nbdev_test` on `path` (default: every notebook in nbs/); return (passed, failed) notebook names."
+    pattern = Path(path) if path else ROOT/'nbs'
+    files = sorted(pattern.glob('*.ipynb')) if pattern.is_dir() else [pattern]
+    files = [f for f in files if not f.name.startswith(('_', '.'))]
+    args = ['--n_workers', n_workers, '--timing', '--do_print']
+    if path: args += ['--path', path]
+    r = subprocess.run([str(BIN/'nbdev_test'), *map(str, args)], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    print(r.stdout)
+    failed = set()
+    if FAILED_HEADER in r.stdout:
+        failed = {l.strip() for l in r.stdout.split(FAILED_HEADER, 1)[1].splitlines()[2:] if l.strip()}
+    if r.returncode and not failed: failed = {f.name for f in files}  # crashed before naming the culprits
+    return [f.name for f in files if f.name not in failed], sorted(failed)
+
+
+def run_pytest():
+    "Run pytest on tests/; return (passed, failed) counts from its JUnit report."
+    with tempfile.TemporaryDirectory() as d:
+        xml = Path(d)/'junit.xml'
+        r = subprocess.run([str(BIN/'pytest'), '-q', '-p', 'no:cacheprovider', f'--junitxml={xml}', 'tests'], cwd=ROOT)
+        if r.returncode == 5: return 0, 0  # no tests collected
+        if not xml.exists(): return 0, 1
+        tot = {k: sum(int(s.get(k, 0)) for s in ET.parse(xml).getroot().iter('testsuite'))
+               for k in ('tests', 'failures', 'errors', 'skipped')}
+    failed = tot['failures'] + tot['errors']
+    if r.returncode and not failed: failed = 1
+    return tot['tests'] - failed - tot['skipped'], failed
+
+
+def main():
+    start = time.time()
+    print('== sync: nbdev_export, nbdev_clean and README leave no diff', flush=True)
+    sync_ok = check_sync()
+    print('== notebooks: nbdev_test', flush=True)
+    nb_pass, nb_fail = run_notebooks()
+    print('== pytest', flush=True)
+    py_pass, py_fail = run_pytest()
+    passed, failed = int(sync_ok) + len(nb_pass) + py_pass, int(not sync_ok) + len(nb_fail) + py_fail
+    print(f'\nsync: {"ok" if sync_ok else "FAILED"}; notebooks: {len(nb_pass)} passed, {len(nb_fail)} failed '
+          f'{nb_fail or ""}; pytest: {py_pass} passed, {py_fail} failed; {time.time()-start:.0f} s')
+    print(f'{passed} passed, {failed} failed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__': sys.exit(main())
