@@ -1,0 +1,260 @@
+"Tests of selmix.gain: the factorised gain against per-pair autograd, the released formula, the sampling distribution."
+import math
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st, HealthCheck
+from scipy.special import softmax as sp_softmax
+from scipy.stats import chisquare
+
+from selmix.gain import gain_matrix, gain_matrix_reference, selmix_distribution, sample_pairs
+
+f64 = torch.float64
+
+
+def random_head(K, d, seed, scale=1.0, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(K, d, generator=g, dtype=f64)
+    W = scale * torch.randn(K, d, generator=g, dtype=f64)
+    b = torch.randn(K, generator=g, dtype=f64) if bias else None
+    return mu, W, b
+
+
+def random_confusion(K, seed):
+    "A plausible joint confusion matrix: mostly diagonal, long-tailed prior."
+    g = torch.Generator().manual_seed(seed)
+    prior = torch.linspace(1, 0.1, K, dtype=f64)
+    rows = torch.eye(K, dtype=f64) * 4 + torch.rand(K, K, generator=g, dtype=f64)
+    C = prior[:, None] * rows / rows.sum(1, keepdim=True)
+    return C / C.sum()
+
+
+def objective_Ds(K, seed):
+    "Stack of D = dψ/dC̃ for every objective of selmix.metrics (multipliers updated once), plus a random D."
+    g = torch.Generator().manual_seed(seed + 1)
+    Ds, names = [torch.randn(K, K, generator=g, dtype=f64)], ['random']
+    try:
+        from selmix.metrics import OBJECTIVES, get_objective
+    except ImportError:
+        return torch.stack(Ds), names
+    C = random_confusion(K, seed)
+    for name in OBJECTIVES:
+        try: obj = get_objective(name, K)
+        except ValueError: continue          # e.g. head/tail objectives need enough classes
+        obj.update(C)
+        Ds.append(torch.as_tensor(obj.grad_unconstrained(C), dtype=f64))
+        names.append(name)
+    return torch.stack(Ds), names
+
+
+def rel_close(a, b, rtol=1e-5, atol_frac=1e-12):
+    "Elementwise rtol, with an absolute floor relative to the largest entry (for entries that cancel to ~0)."
+    return torch.allclose(a, b, rtol=rtol, atol=atol_frac * float(b.abs().max()))
+
+
+def test_every_objective_is_covered():
+    from selmix.metrics import OBJECTIVES
+    _, names = objective_Ds(10, 0)
+    assert set(OBJECTIVES) <= set(names)
+
+
+@pytest.mark.parametrize('K,d', [(2, 1), (2, 5), (10, 3), (10, 32), (37, 4), (37, 64)])
+@pytest.mark.parametrize('bias', [True, False])
+def test_exact_matches_autograd_for_every_objective(K, d, bias):
+    mu, W, b = random_head(K, d, seed=K * 100 + d, bias=bias)
+    Ds, names = objective_Ds(K, seed=K + d)
+    G_ref = gain_matrix_reference(mu, W, b, Ds)
+    for D, Gr, name in zip(Ds, G_ref, names):
+        G = gain_matrix(mu, W, b, D)
+        assert G.shape == (K, K) and G.dtype == f64
+        assert rel_close(G, Gr), (name, (G - Gr).abs().max().item())
+
+
+@pytest.mark.parametrize('K,d', [(2, 3), (10, 8), (37, 16)])
+def test_official_matches_literal_formula(K, d):
+    mu, W, b = random_head(K, d, seed=7 + K)
+    Ds, names = objective_Ds(K, seed=3)
+    G_ref = gain_matrix_reference(mu, W, b, Ds, formula='official')
+    for D, Gr, name in zip(Ds, G_ref, names):
+        assert rel_close(gain_matrix(mu, W, b, D, formula='official'), Gr), name
+
+
+def test_exact_matches_finite_difference_of_the_sgd_step():
+    "Independent of autograd: step the head by ε·(ΔW, Δb) with the analytic CE gradient and difference Σ D∘logits."
+    K, d, lam = 6, 4, 0.7
+    mu, W, b = random_head(K, d, seed=11)
+    D = torch.randn(K, K, generator=torch.Generator().manual_seed(5), dtype=f64)
+    G = gain_matrix(mu, W, b, D, lam=lam)
+    f = lambda W, b: (D * (mu @ W.T + b)).sum()
+    eps = 1e-4
+    for i in range(K):
+        for j in range(K):
+            z = lam * mu[i] + (1 - lam) * mu[j]
+            r = F.one_hot(torch.tensor(i), K).to(f64) - torch.softmax(W @ z + b, 0)
+            fd = (f(W + eps * torch.outer(r, z), b + eps * r) - f(W, b)) / eps
+            assert abs(fd - G[i, j]) < 1e-7 * (1 + abs(G[i, j]))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(K=st.integers(2, 9), d=st.integers(1, 6), lam=st.floats(0., 0.99), seed=st.integers(0, 2**16))
+def test_official_vs_exact_without_bias_step(K, d, lam, seed):
+    """Official = exact without Δb at λ = 1; for λ < 1 they differ by (1-λ)(A_ii - A_ji), A = μμᵀD."""
+    mu, W, b = random_head(K, d, seed)
+    D = torch.randn(K, K, generator=torch.Generator().manual_seed(seed + 1), dtype=f64)
+    off1, ex1 = gain_matrix(mu, W, b, D, lam=1., formula='official'), gain_matrix(mu, W, b, D, lam=1., bias_grad=False)
+    assert torch.allclose(off1, ex1, rtol=1e-9, atol=1e-9)
+    off, ex = gain_matrix(mu, W, b, D, lam=lam, formula='official'), gain_matrix(mu, W, b, D, lam=lam, bias_grad=False)
+    A = mu @ mu.T @ D
+    expected = (1 - lam) * (A.diagonal()[:, None] - A.T)
+    assert torch.allclose(off - ex, expected, rtol=1e-7, atol=1e-7)
+    assert (off - ex).abs().max() > 1e-6 * (1 + A.abs().max())   # random A is never constant down columns
+
+
+def test_bias_step_changes_the_gain():
+    mu, W, b = random_head(5, 3, seed=2)
+    D = torch.randn(5, 5, generator=torch.Generator().manual_seed(2), dtype=f64)
+    assert (gain_matrix(mu, W, b, D) - gain_matrix(mu, W, b, D, bias_grad=False)).abs().max() > 1e-3
+    # official ignores bias_grad
+    assert torch.equal(gain_matrix(mu, W, b, D, formula='official'), gain_matrix(mu, W, b, D, formula='official', bias_grad=False))
+
+
+@pytest.mark.parametrize('scale', [30., 300., 3000., 3e4])
+@pytest.mark.parametrize('formula', ['exact', 'official'])
+def test_extreme_logits(scale, formula):
+    K, d = 9, 4
+    mu, W, b = random_head(K, d, seed=int(scale) % 97, scale=scale)
+    D = torch.randn(K, K, generator=torch.Generator().manual_seed(1), dtype=f64)
+    G, G_ref = gain_matrix(mu, W, b, D, formula=formula), gain_matrix_reference(mu, W, b, D, formula=formula)
+    assert torch.isfinite(G).all()
+    assert rel_close(G, G_ref, atol_frac=1e-10)
+
+
+def test_extreme_bias_only():
+    "A huge bias alone saturates the softmax; the gain must stay finite and right."
+    mu, W, b = random_head(6, 3, seed=4)
+    b = b * 1e4
+    D = torch.randn(6, 6, generator=torch.Generator().manual_seed(4), dtype=f64)
+    assert rel_close(gain_matrix(mu, W, b, D), gain_matrix_reference(mu, W, b, D), atol_frac=1e-10)
+
+
+def test_dtypes_chunks_and_devices():
+    mu, W, b = random_head(12, 5, seed=9)
+    D = torch.randn(12, 12, generator=torch.Generator().manual_seed(9), dtype=f64)
+    G = gain_matrix(mu, W, b, D)
+    G32 = gain_matrix(mu.float(), W.float(), b.float(), D.float())
+    assert G32.dtype == f64 and torch.allclose(G32, G, rtol=1e-4, atol=1e-4 * float(G.abs().max()))
+    for c in (1, 5, 12, 100):
+        assert torch.allclose(gain_matrix(mu, W, b, D, chunk_size=c), G, rtol=1e-12, atol=1e-12)
+    if torch.cuda.is_available():
+        Gc = gain_matrix(mu.cuda(), W.cuda(), b.cuda(), D)
+        assert Gc.device.type == 'cuda' and torch.allclose(Gc.cpu(), G, rtol=1e-10, atol=1e-10)
+
+
+def test_bad_inputs():
+    mu, W, b = random_head(4, 3, seed=0)
+    D = torch.randn(4, 4, dtype=f64)
+    bad = [dict(weight=W[:, :2]), dict(weight=W[:3]), dict(means=mu[None]), dict(bias=b[:3]), dict(D=D[:, :3]),
+           dict(D=torch.full_like(D, float('nan'))), dict(means=mu * float('inf')), dict(lam=-0.1), dict(lam=1.2),
+           dict(formula='paper')]
+    for kw in bad:
+        args = dict(means=mu, weight=W, bias=b, D=D) | kw
+        with pytest.raises(ValueError): gain_matrix(**args)
+    with pytest.raises(ValueError, match='NaN'): gain_matrix(mu, W, b, D.masked_fill(D > 0, float('nan')))
+
+
+# ---------------------------------------------------------------------------------------------------- distribution
+
+gains = st.integers(1, 6).flatmap(lambda K: st.lists(st.floats(-5, 5, allow_nan=False), min_size=K * K, max_size=K * K)
+                                  .map(lambda v: torch.tensor(v, dtype=f64).view(K, K)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(G=gains, s=st.floats(0, 100))
+def test_distribution_properties(G, s):
+    P = selmix_distribution(G, s)
+    assert P.shape == G.shape and P.dtype == f64 and (P >= 0).all()
+    assert math.isclose(float(P.sum()), 1., rel_tol=1e-12)
+    pos = G > 0
+    if pos.any():
+        assert (P[~pos] == 0).all()
+        expected = sp_softmax(s * G[pos].numpy())          # independent: scipy on the positive entries
+        np.testing.assert_allclose(P[pos].numpy(), expected, rtol=1e-9, atol=1e-300)
+    else:
+        assert torch.allclose(P, torch.full_like(P, 1 / G.numel()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(G=gains)
+def test_distribution_limits(G):
+    pos = G > 0
+    if not pos.any(): return
+    P0 = selmix_distribution(G, 0.)
+    assert torch.allclose(P0[pos], torch.full((int(pos.sum()),), 1 / int(pos.sum()), dtype=f64))
+    P_small = selmix_distribution(G, 1e-9)
+    assert torch.allclose(P_small, P0, atol=1e-7)
+    top = G == G[pos].max()
+    P_inf = selmix_distribution(G, float('inf'))
+    assert torch.allclose(P_inf[top], torch.full((int(top.sum()),), 1 / int(top.sum()), dtype=f64)) and (P_inf[~top] == 0).all()
+    gap = float(G[pos].max() - (G[pos & ~top].max() if (pos & ~top).any() else 0.))
+    for s in (10., 1e3, 1e6):   # mass off the arg-max set is at most (K²-1)·exp(-s·gap)
+        P = selmix_distribution(G, s)
+        assert float(P[~top].sum()) <= G.numel() * math.exp(-s * gap) + 1e-12
+
+
+def test_distribution_is_stable_for_huge_scale():
+    G = torch.tensor([[1e300, 5e299], [-1e300, 0.]], dtype=f64)
+    P = selmix_distribution(G, 1e10)
+    assert torch.equal(P, torch.tensor([[1., 0.], [0., 0.]], dtype=f64))
+    G = torch.tensor([[1e-300, 2e-300], [3.0, 3.0 - 1e-12]], dtype=f64)
+    P = selmix_distribution(G, 1e14)
+    assert torch.isfinite(P).all() and math.isclose(float(P.sum()), 1.)
+    assert P[1, 0] > P[1, 1] > 0
+
+
+def test_distribution_bad_inputs():
+    G = torch.randn(3, 3)
+    for args in [(G, -1.), (G, float('nan')), (G[:2], 1.), (G[0], 1.), (G.masked_fill(G > 0, float('nan')), 1.)]:
+        with pytest.raises(ValueError): selmix_distribution(*args)
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+
+def test_sample_pairs_frequencies():
+    G = torch.randn(5, 5, generator=torch.Generator().manual_seed(3), dtype=f64)
+    P = selmix_distribution(G, 2.)
+    i, j = sample_pairs(P, 40000, torch.Generator().manual_seed(0))
+    assert i.dtype == j.dtype == torch.long and len(i) == len(j) == 40000
+    counts = torch.zeros(5, 5, dtype=f64).index_put_((i, j), torch.ones(len(i), dtype=f64), accumulate=True)
+    assert (counts[P == 0] == 0).all()
+    keep = P > 0
+    assert chisquare(counts[keep].numpy(), P[keep].numpy() * len(i)).pvalue > 1e-4
+
+
+@settings(max_examples=40, deadline=None)
+@given(G=gains, n=st.integers(0, 300), seed=st.integers(0, 2**16))
+def test_sample_pairs_support_and_reproducibility(G, n, seed):
+    P = selmix_distribution(G, 3.)
+    i, j = sample_pairs(P, n, torch.Generator().manual_seed(seed))
+    K = G.shape[0]
+    assert len(i) == n and ((0 <= i) & (i < K) & (0 <= j) & (j < K)).all()
+    assert (P[i, j] > 0).all()
+    i2, j2 = sample_pairs(P, n, torch.Generator().manual_seed(seed))
+    assert torch.equal(i, i2) and torch.equal(j, j2)
+
+
+def test_sample_pairs_trailing_zero_mass_and_bad_inputs():
+    P = torch.zeros(3, 3, dtype=f64); P[0, 0] = 0.3; P[1, 2] = 0.7
+    i, j = sample_pairs(P, 5000, torch.Generator().manual_seed(1))
+    assert set(zip(i.tolist(), j.tolist())) == {(0, 0), (1, 2)}
+    for bad in [(P * 2, 3), (P - 0.1, 3), (P[:2], 3), (P, -1), (P, 2.5)]:
+        with pytest.raises(ValueError): sample_pairs(*bad)
+
+
+def test_accepts_parameters_without_building_a_graph():
+    head = torch.nn.Linear(4, 5)
+    mu = torch.randn(5, 4)
+    D = torch.randn(5, 5, dtype=f64)
+    G = gain_matrix(mu, head.weight, head.bias, D)
+    assert not G.requires_grad
+    assert rel_close(G, gain_matrix_reference(mu, head.weight.detach(), head.bias.detach(), D))
