@@ -1,0 +1,144 @@
+"Pre-training: bit-exact resumption, caching, DDP agreement, losses and evaluation against independent computations."
+import os, sys, math, socket, subprocess
+from dataclasses import replace
+from pathlib import Path
+import numpy as np, pytest, torch
+from hypothesis import assume, given, settings, strategies as st
+from sklearn.metrics import balanced_accuracy_score, recall_score
+import selmix.pretrain as P
+from selmix.pretrain import (PretrainConfig, pretrain, pretrained_model, pretrain_config, evaluate, supervised_loss,
+                             fixmatch_loss, log_prior, cosine_factor)
+from selmix.data import load_benchmark, Split
+from selmix.models import get_model, predict
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = PretrainConfig(steps=4, batch_size=4, mu=2, eval_every=2, ckpt_every=2, seed=0)
+
+@pytest.fixture(scope='module')
+def bench():
+    "The embedded benchmark with a 10-per-class validation split, to keep the many validations cheap."
+    b = load_benchmark('mnist_lt', seed=0)
+    keep = torch.cat([torch.nonzero(b.val.y == k)[:10, 0] for k in range(b.num_classes)])
+    return replace(b, val=Split(b.val.x[keep], b.val.y[keep], b.val.idx[keep]))
+
+def same_weights(a, b): return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+class Crash(Exception): pass
+def crash_at(n):
+    def f(step, stats):
+        if step == n: raise Crash()
+    return f
+
+@pytest.fixture(scope='module')
+def full_runs(bench, tmp_path_factory):
+    "Uninterrupted TINY runs, per method: (returned model, checkpoint folder)."
+    runs = {}
+    for method in ('fixmatch_la', 'mixup'):
+        d = tmp_path_factory.mktemp(method)
+        runs[method] = pretrain(bench, replace(TINY, method=method), 'cpu', d, progress=False), d
+    return runs
+
+@pytest.mark.parametrize('method', ['fixmatch_la', 'mixup'])
+def test_resume_is_bit_exact(bench, tmp_path, method, full_runs):
+    cfg = replace(TINY, method=method)
+    full, full_dir = full_runs[method]
+    with pytest.raises(Crash): pretrain(bench, cfg, 'cpu', tmp_path/'cut', progress=False, on_step=crash_at(3))
+    assert torch.load(tmp_path/'cut'/'last.pt', weights_only=False)['state']['step'] == 2
+    ran = []
+    resumed = pretrain(bench, cfg, 'cpu', tmp_path/'cut', progress=False, on_step=lambda s, _: ran.append(s))
+    assert ran == [3, 4]                      # it resumed, it did not start over
+    assert same_weights(full, resumed)
+    a, b = (torch.load(d/'last.pt', weights_only=False) for d in (full_dir, tmp_path/'cut'))
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])   # raw weights, not only the EMA
+
+def test_resume_needs_the_rng_states(bench, tmp_path, monkeypatch, full_runs):
+    "Control: if the random states were not restored, the resumed run would differ (so the test above can fail)."
+    with pytest.raises(Crash): pretrain(bench, TINY, 'cpu', tmp_path/'cut', progress=False, on_step=crash_at(3))
+    monkeypatch.setattr(P, 'set_rng_state', lambda s, g: None)
+    pretrain(bench, TINY, 'cpu', tmp_path/'cut', progress=False)
+    a, b = (torch.load(d/'last.pt', weights_only=False)['model'] for d in (full_runs['fixmatch_la'][1], tmp_path/'cut'))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+def test_cache_is_reused_and_keyed(bench, tmp_path, monkeypatch):
+    first = pretrained_model(bench, TINY, 'cpu', ckpt_dir=tmp_path)
+    monkeypatch.setattr(P, 'pretrain', lambda *a, **k: pytest.fail('retrained although final.pt exists'))
+    again = pretrained_model(bench, TINY, 'cpu', ckpt_dir=tmp_path)
+    assert same_weights(first, again)
+    rec = again.pretrain_record
+    assert rec['split_hash'] == bench.split_hash and rec['config'] == P.asdict(TINY)
+    assert [h['step'] for h in rec['history']] == [2, 4]
+    assert P.checkpoint_dir(bench, TINY) != P.checkpoint_dir(bench, replace(TINY, threshold=0.9))
+
+def test_selection_uses_validation_best(bench, tmp_path):
+    "select='best' returns the EMA weights of the best validation step; evaluating them on val gives that record."
+    cfg = replace(TINY, method='ce', steps=6, eval_every=2)
+    model = pretrain(bench, cfg, 'cpu', tmp_path, progress=False)
+    hist = torch.load(tmp_path/'final.pt', weights_only=False)['history']
+    best = max(h['val_mean_recall'] for h in hist)
+    assert evaluate(model, bench.val, bench, 'cpu')['mean_recall'] == pytest.approx(best)
+
+def test_ddp_ranks_agree(tmp_path):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           str(REPO/'tests'/'ddp_pretrain_worker.py'), str(tmp_path), str(tmp_path/'ckpt')]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path/f'rank{i}.pt', weights_only=False) for i in (0, 1))
+    assert (r0['world'], r1['world'], r0['rank'], r1['rank']) == (2, 2, 0, 1)
+    for k in r0['state']: assert torch.equal(r0['state'][k], r1['state'][k]), k
+    torch.manual_seed(0)
+    init = get_model('small_cnn', 10, in_channels=1).state_dict()
+    assert not torch.equal(init['head.weight'], r0['state']['head.weight'])   # it trained
+    assert torch.load(tmp_path/'ckpt'/'final.pt', weights_only=False)['world_size'] == 2
+
+def _ce(z, y):
+    z = np.asarray(z, dtype=np.float64)
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    return -(z[np.arange(len(y)), y] - lse)
+
+logits = st.integers(2, 6).flatmap(lambda K: st.tuples(
+    st.lists(st.lists(st.floats(-8, 8), min_size=K, max_size=K), min_size=1, max_size=5),
+    st.lists(st.floats(0.01, 1), min_size=K, max_size=K), st.floats(0, 2)))
+
+@settings(max_examples=50, deadline=None)
+@given(logits)
+def test_la_loss_matches_numpy(data):
+    z, pi, tau = data
+    y = np.arange(len(z)) % len(pi)
+    lp = np.log(np.asarray(pi)/np.sum(pi))
+    got = supervised_loss(torch.tensor(z, dtype=torch.float64), torch.tensor(y), torch.tensor(lp), tau)
+    assert got.item() == pytest.approx(_ce(np.asarray(z) + tau*lp, y).mean(), rel=1e-9, abs=1e-9)
+
+@settings(max_examples=50, deadline=None)
+@given(logits, st.floats(0.2, 0.99))
+def test_fixmatch_loss_matches_numpy(data, thr):
+    zw, _, _ = data
+    top2 = np.sort(np.asarray(zw), 1)[:, -2:]
+    assume((top2[:, 1] - top2[:, 0] > 1e-6).all())           # the pseudo-label is not a tie
+    zs = np.asarray(zw)[::-1].copy()
+    p = np.exp(_ce(zw, np.argmax(zw, 1)) * -1)          # max softmax probability
+    keep = p >= thr
+    want = (_ce(zs, np.argmax(zw, 1)) * keep).mean()
+    loss, kept = fixmatch_loss(torch.tensor(zw, dtype=torch.float64), torch.tensor(zs, dtype=torch.float64), thr)
+    assert kept.item() == pytest.approx(keep.mean())
+    assert loss.item() == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+def test_log_prior_and_schedule():
+    y = torch.tensor([0]*6 + [1]*3 + [2])
+    assert torch.allclose(log_prior(y, 4).exp(), torch.tensor([6, 3, 1, 0.5])/10.5)
+    assert cosine_factor(16, 16) == pytest.approx(math.cos(7*math.pi/16))
+
+def test_evaluate_matches_sklearn(bench):
+    torch.manual_seed(1)
+    m = get_model('small_cnn', bench.num_classes, in_channels=bench.channels).eval()
+    r = evaluate(m, bench.val, bench, 'cpu')
+    pred = predict(m, bench.val, bench.prepare, torch.device('cpu')).argmax(-1).numpy()
+    rec = recall_score(bench.val.y.numpy(), pred, average=None, labels=list(range(10)), zero_division=0)
+    assert r['mean_recall'] == pytest.approx(balanced_accuracy_score(bench.val.y.numpy(), pred))
+    assert r['min_recall'] == pytest.approx(rec.min())
+
+def test_bad_config_messages(bench):
+    with pytest.raises(ValueError, match="'fixmatch_la'"): PretrainConfig(method='fixmatch-la')
+    with pytest.raises(ValueError, match='ema'): PretrainConfig(ema=1.0)
+    with pytest.raises(ValueError, match='lr_max'): pretrain_config('mnist_lt', lr_max=1)
+    with pytest.raises(ValueError, match='unlabeled'): evaluate(get_model('small_cnn', 10, in_channels=1), bench.unlabeled, bench, 'cpu')
