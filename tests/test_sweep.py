@@ -1,0 +1,218 @@
+"Tests of selmix.sweep: grids, the papermill runner (on a stand-in notebook), aggregation and the paper's values."
+import json, math, os, re, statistics, subprocess, sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from nbformat.v4 import new_code_cell, new_notebook
+
+from selmix.sweep import (GRIDS, aggregate, expand_grid, load_grid, load_runs, main, override, paper_results,
+                          parse_param, point_id, policy_table, run_sweep, runs_root, table2, cross_metric_table,
+                          target_metrics)
+from selmix.metrics import OBJECTIVES
+
+SEED_TEXT = Path('/work/shared/seeds/000_86e1f4c947da4c64.txt')
+
+# ---------------------------------------------------------------- grids
+values = st.lists(st.one_of(st.integers(-5, 5), st.sampled_from(['a', 'min_recall', 'x_y'])), min_size=1, max_size=3,
+                  unique=True)
+
+@given(st.dictionaries(st.sampled_from(['seed', 'objective', 's', 'policy']), values, min_size=1, max_size=4))
+def test_expand_grid_is_the_cartesian_product(g):
+    pts = expand_grid(g)
+    assert len(pts) == math.prod(len(v) for v in g.values())
+    assert len({json.dumps(p, sort_keys=True) for p in pts}) == len(pts)
+    # every point takes each value from its list, and every value of every list is used
+    for k, vs in g.items():
+        assert {p[k] for p in pts} == set(vs)
+
+@given(st.dictionaries(st.sampled_from(['seed', 'objective']), values, min_size=1, max_size=2))
+def test_union_with_itself_adds_nothing(g):
+    assert expand_grid([g, g]) == expand_grid(g)
+
+points = st.dictionaries(st.sampled_from(['seed', 'objective', 's']),
+                         st.one_of(st.integers(0, 3), st.sampled_from(['min_recall', 'h_mean']), st.floats(0.1, 10)),
+                         min_size=1, max_size=3)
+
+@given(points, points)
+def test_point_id_is_injective_and_order_free(p, q):
+    assert point_id(p) == point_id(dict(reversed(list(p.items()))))
+    if p != q and {k: repr(v) for k, v in p.items()} != {k: repr(v) for k, v in q.items()}:
+        assert point_id(p) != point_id(q)
+
+def test_point_id_rejects_unsafe_values():
+    for bad in ['a/b', 'a b', '../x', '']:
+        with pytest.raises(ValueError, match='folder name'): point_id(dict(objective=bad))
+
+def test_parse_param_types():
+    assert parse_param('seed=0,1,2') == ('seed', [0, 1, 2])
+    assert parse_param('s=1e1,2.5') == ('s', [10.0, 2.5])
+    assert parse_param('policy=selmix,uniform') == ('policy', ['selmix', 'uniform'])
+    with pytest.raises(ValueError, match='key=value'): parse_param('seed=')
+
+def test_ready_made_grids_name_valid_settings():
+    for name, g in GRIDS.items():
+        for p in expand_grid(g):
+            assert p['objective'] in OBJECTIVES and p['policy'] in ('selmix', 'uniform', 'greedy'), (name, p)
+            assert p['s'] > 0
+    emb = expand_grid(GRIDS['embedded'])
+    assert {p['dataset'] for p in emb} == {'mnist_lt'} and {p['seed'] for p in emb} == {0, 1, 2}
+    assert {p['policy'] for p in emb} == {'selmix', 'uniform', 'greedy'} and len({p['s'] for p in emb}) >= 3
+    t2 = expand_grid(GRIDS['paper_table2'])
+    assert {(p['dataset'], p['objective']) for p in t2} >= {('cifar10_lt', 'min_recall'), ('cifar100_lt', 'min_ht_recall')}
+
+def test_load_grid_errors_and_override(tmp_path):
+    with pytest.raises(ValueError, match='paper_table2'): load_grid('no_such_grid')
+    (tmp_path/'g.yml').write_text('objective: [min_recall]\nseed: [0, 1]\n')
+    name, g = load_grid(str(tmp_path/'g.yml'))
+    assert name == 'g' and expand_grid(override(g, dict(seed=[5]))) == [dict(objective='min_recall', seed=5)]
+    (tmp_path/'bad.yaml').write_text('just a string\n')
+    with pytest.raises(ValueError, match='mapping'): load_grid(str(tmp_path/'bad.yaml'))
+
+def test_runs_root_does_not_depend_on_cwd(tmp_path, monkeypatch):
+    from selmix.data import data_root
+    a = runs_root(); monkeypatch.chdir(tmp_path); b = runs_root()
+    assert a == b == Path(data_root()).resolve().parent/'runs'
+
+# ---------------------------------------------------------------- the runner, on a stand-in notebook
+def _echo_notebook(path):
+    "A notebook with the runner's contract (parameters seed/out_dir, writes metrics.json) that fails for seed 13."
+    nb = new_notebook(cells=[
+        new_code_cell("seed = 0\nout_dir = '.'", metadata=dict(tags=['parameters'])),
+        new_code_cell("if seed == 13: raise KeyError('bad luck')"),
+        new_code_cell("import json, pathlib, os\npathlib.Path(out_dir, 'metrics.json').write_text(json.dumps("
+                      "dict(config=dict(seed=seed, omp=os.environ.get('OMP_NUM_THREADS'), in_test=os.environ.get('IN_TEST')), finetuned={})))")],
+        metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')))
+    nbformat.write(nb, path); return path
+
+def test_run_sweep_skips_done_and_lists_failures(tmp_path, monkeypatch):
+    monkeypatch.setenv('IN_TEST', '1')
+    nb = _echo_notebook(tmp_path/'echo.ipynb')
+    env = os.environ.get('OMP_NUM_THREADS')
+    res = run_sweep(dict(seed=[1, 13]), name='t', runs_dir=tmp_path, notebook=nb, progress=False, workers=2)
+    assert os.environ.get('OMP_NUM_THREADS') == env   # the thread limit is only for the kernels
+    assert res.done == ['seed=1'] and [f['id'] for f in res.failed] == ['seed=13']
+    assert res.failed[0]['error'] == "KeyError: 'bad luck'"
+    assert (tmp_path/'t'/'seed=13'/'error.txt').read_text().strip() == "KeyError: 'bad luck'"
+    m = json.loads((tmp_path/'t'/'seed=1'/'metrics.json').read_text())
+    assert m['config'] == dict(seed=1, omp=str(max(1, os.cpu_count()//2)), in_test=None)   # cores shared; real runs
+    assert os.environ['IN_TEST'] == '1'
+    assert json.loads((tmp_path/'t'/'sweep.json').read_text())['failed'][0]['id'] == 'seed=13'
+    # a second sweep skips the completed point
+    res2 = run_sweep(dict(seed=[1]), name='t', runs_dir=tmp_path, notebook=nb, progress=False)
+    assert res2.skipped == ['seed=1'] and res2.done == [] and res2.failed == []
+
+def test_run_sweep_checks_parameter_names_first(tmp_path):
+    nb = _echo_notebook(tmp_path/'echo.ipynb')
+    with pytest.raises(ValueError, match=r"\['sed'\]"): run_sweep(dict(sed=[0]), runs_dir=tmp_path, notebook=nb)
+    with pytest.raises(ValueError, match='workers'): run_sweep(dict(seed=[0]), runs_dir=tmp_path, notebook=nb, workers=0)
+    assert not any(tmp_path.rglob('metrics.json'))
+
+def test_cli_list():
+    out = subprocess.run([sys.executable, '-m', 'selmix.sweep', 'policies', '--list', '--param', 'seed=4'],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert len(out) == 3*3 and all('seed=4' in o and 'dataset=cifar10_lt' in o for o in out)
+    assert main(['smoke', '--list']) == 0
+    assert len(expand_grid(GRIDS['smoke'])) == 3
+
+# ---------------------------------------------------------------- aggregation
+def _report(rng, K=4):
+    r = rng.uniform(0.05, 1, K); cov = rng.dirichlet(np.ones(K))
+    return dict(mean_recall=r.mean(), min_recall=r.min(), g_mean=float(np.exp(np.log(r).mean())),
+                h_mean=float(K/(1/r).sum()), min_ht_recall=r.min(), min_coverage=cov.min(), min_ht_coverage=cov.min(),
+                accuracy=r.mean(), recalls=r.tolist(), coverages=cov.tolist())
+
+@pytest.fixture
+def fake_runs(tmp_path):
+    "Random (not published) metrics.json files in the shape run.ipynb writes, to check the pandas plumbing."
+    rng, raw = np.random.default_rng(0), []
+    for seed in range(3):
+        pre = _report(rng)
+        for obj, pol, s in [('min_recall', 'selmix', 10.), ('mean_recall', 'selmix', 10.), ('min_recall', 'uniform', 10.),
+                            ('mean_recall_min_coverage', 'selmix', 10.), ('min_recall', 'selmix', 1.)]:
+            if obj == 'mean_recall' and seed == 2: continue   # a missing seed
+            d = tmp_path/point_id(dict(objective=obj, policy=pol, s=s, seed=seed)); d.mkdir()
+            m = dict(config=dict(dataset='cifar10_lt', objective=obj, policy=pol, s=s, seed=seed), pretrained=pre,
+                     finetuned=_report(rng), history=[])
+            (d/'metrics.json').write_text(json.dumps(m)); raw.append(m)
+    return tmp_path, raw
+
+def _raw(raw, obj, metric, policy='selmix', s=10.):
+    return [m['finetuned'][metric] for m in raw if m['config']['objective'] == obj and m['config']['policy'] == policy
+            and m['config']['s'] == s]
+
+def test_cross_metric_table_matches_statistics(fake_runs):
+    root, raw = fake_runs
+    k3 = cross_metric_table(load_runs(root))
+    assert len(k3) == 3*8   # three SelMix objectives at s=10 × eight metrics
+    for r in k3.to_dict('records'):
+        v = _raw(raw, r['objective'], r['metric']); k = 1 if 'coverage' in r['metric'] else 100
+        assert r['n'] == len(v) and math.isclose(r['mean'], k*statistics.mean(v), rel_tol=1e-12)
+        assert math.isclose(r['std'], k*statistics.stdev(v), rel_tol=1e-12)
+
+def test_table2_columns_missing_cells_and_paper_diff(fake_runs):
+    root, raw = fake_runs
+    t = table2(load_runs(root)).set_index(['method', 'column'])
+    v = _raw(raw, 'min_recall', 'min_recall')
+    assert math.isclose(t.loc[('selmix', 'Min Rec.'), 'mean'], 100*statistics.mean(v))
+    assert math.isclose(t.loc[('selmix', 'Min Rec.'), 'diff'], 100*statistics.mean(v) - 79.1)
+    assert t.loc[('selmix', 'Mean Rec.'), 'n'] == 2                       # seed 2 of mean_recall is missing
+    assert np.isnan(t.loc[('selmix', 'HM'), 'mean']) and t.loc[('selmix', 'HM'), 'paper'] == 85.1   # not run
+    cov = _raw(raw, 'mean_recall_min_coverage', 'min_coverage')
+    assert math.isclose(t.loc[('selmix', 'Min Cov.'), 'mean'], statistics.mean(cov))   # coverage stays a fraction
+    pre = [m['pretrained']['min_recall'] for m in raw if m['config']['objective'] == 'min_recall'
+           and m['config']['policy'] == 'selmix' and m['config']['s'] == 10.]   # one per seed
+    assert math.isclose(t.loc[('pretrained', 'Min Rec.'), 'mean'], 100*statistics.mean(pre))
+    assert t.loc[('pretrained', 'Min Rec.'), 'n'] == 3   # each seed's pre-trained model counted once
+
+def test_policy_table(fake_runs):
+    root, raw = fake_runs
+    k2 = policy_table(load_runs(root)).set_index(['policy', 'objective', 'metric'])
+    assert math.isclose(k2.loc[('uniform', 'min_recall', 'min_recall'), 'mean'],
+                        100*statistics.mean(_raw(raw, 'min_recall', 'min_recall', 'uniform')))
+    assert k2.loc[('uniform', 'min_recall', 'min_recall'), 'paper'] == 70.5
+    assert ('selmix', 'mean_recall_min_coverage', 'min_coverage') in k2.index   # both metrics of the constrained one
+    assert ('selmix', 'min_recall', 'mean_recall') not in k2.index
+    assert target_metrics('h_mean_min_ht_coverage') == ['h_mean', 'min_ht_coverage']
+
+def test_aggregate_empty_and_single_seed():
+    import pandas as pd
+    assert aggregate(pd.DataFrame(), ['objective']).empty
+    a = aggregate(pd.DataFrame(dict(objective=['x'], seed=[0], min_recall=[0.5])), ['objective'], ['min_recall'])
+    assert a['n'].item() == 1 and np.isnan(a['std'].item())
+
+# ---------------------------------------------------------------- the paper's values
+def test_paper_values_are_consistent():
+    p = paper_results()
+    assert set(p.table) == {'2', '3', 'K.2', 'K.3'} and p.value.notna().all()
+    cov = p.metric.str.contains('coverage')
+    assert (p[cov].value < 0.2).all() and (p[~cov].value <= 100).all()
+    t2 = p[(p.table == '2') & (p.dataset == 'cifar10_lt') & (p.method == 'selmix')]
+    t2 = t2[t2.objective == t2.metric].set_index('metric')   # the unconstrained columns
+    k3 = p[p.table == 'K.3']
+    for obj in ('min_recall', 'h_mean', 'g_mean', 'mean_recall'):   # K.3's diagonal is Table 2's SelMix row
+        assert k3[(k3.objective == obj) & (k3.metric == obj)].value.item() == t2.loc[obj, 'value']
+    k2 = p[(p.table == 'K.2') & (p.method == 'selmix') & (p.objective == 'min_recall')]
+    assert k2.value.item() == t2.loc['min_recall', 'value']
+
+@pytest.mark.skipif(not SEED_TEXT.exists(), reason='the extracted paper text is only on the authoring machine')
+def test_paper_values_against_the_extracted_text():
+    "Re-read the SelMix rows of Tables 2 and 3 from the raw text with a regex, independently of the transcription."
+    text = SEED_TEXT.read_text()
+    p = paper_results()
+    num = r'(\d+\.\d)(\d+\.\d)'
+    rows = re.findall(r'w/\s?SelMix \(Ours\) ' + ' '.join([num]*4) + r' (\d+\.\d)(\d+\.\d)/\S+ ' + ' '.join([num]*4)
+                      + r' (\d+\.\d)(\d+\.\d)/', text)
+    assert len(rows) == 2   # Table 2 and Table 3
+    cols10 = ['mean_recall', 'min_recall', 'h_mean', 'g_mean', 'mean_recall']
+    cols100 = ['mean_recall', 'min_ht_recall', 'h_mean', 'g_mean', 'mean_recall']
+    for table, row in zip(['2', '3'], rows):
+        vals = [float(x) for x in row]
+        for ds, cols, off in [('cifar10_lt', cols10, 0), ('cifar100_lt', cols100, 10)]:
+            q = p[(p.table == table) & (p.dataset == ds) & (p.method == 'selmix')]
+            for i, m in enumerate(cols):
+                obj = m if i < 4 else ('mean_recall_min_coverage' if ds == 'cifar10_lt' else 'mean_recall_min_ht_coverage')
+                r = q[(q.objective == obj) & (q.metric == m)]
+                assert (r.value.item(), r['std'].item()) == (vals[off + 2*i], vals[off + 2*i + 1]), (table, ds, m)
