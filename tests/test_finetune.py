@@ -1,0 +1,110 @@
+"SelMix fine-tuning: refresh against independent computations, sampling, hidden labels never read, resumption, schedule."
+import copy, math
+from dataclasses import replace
+import numpy as np, pytest, torch
+from hypothesis import given, settings, strategies as st
+from sklearn.metrics import confusion_matrix as sk_confusion
+from selmix.data import load_benchmark, Split
+from selmix.gain import gain_matrix_reference
+from selmix.metrics import get_objective
+from selmix.models import predict, extract_features
+from selmix.pretrain import pretrained_model, pretrain_config
+from selmix.finetune import (FinetuneConfig, finetune_config, ClassIndex, refresh, sample_batch, pair_distribution,
+                             finetune, soft_confusion, CKPT_NAME)
+
+@pytest.fixture(scope='module')
+def bench(): return load_benchmark('mnist_lt', seed=0)
+
+@pytest.fixture(scope='module')
+def small():
+    "A small split of the embedded data (fast refreshes) for the mechanics."
+    return load_benchmark('mnist_lt', seed=0, val_per_class=10, M1=30, test_per_class=10)
+
+@pytest.fixture(scope='module')
+def model0(bench):
+    "A short logit-adjusted pre-training (the one 08_finetune and run.ipynb's smoke mode cache)."
+    return pretrained_model(bench, pretrain_config('mnist_lt', method='la', steps=100), 'cpu', progress=False).eval()
+
+def params_equal(a, b): return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+def test_refresh_matches_independent_computations(small, model0):
+    bench = small
+    cfg = FinetuneConfig(objective='min_recall', gain_confusion='hard')
+    obj = get_objective('min_recall', bench.num_classes)
+    st_ = refresh(copy.deepcopy(model0), bench, obj, cfg, 'cpu')
+    logits = predict(model0, bench.val, bench.prepare, 'cpu')
+    y, yp = bench.val.y.numpy(), logits.argmax(1).numpy()
+    C = sk_confusion(y, yp, labels=range(bench.num_classes)) / len(y)                 # sklearn's confusion matrix
+    np.testing.assert_allclose(st_['C'].numpy(), C, atol=1e-12)
+    f = extract_features(model0, bench.val, bench.prepare, 'cpu').double().numpy()
+    mu = torch.tensor(np.stack([f[y == k].mean(0) for k in range(bench.num_classes)]))
+    obj2 = get_objective('min_recall', bench.num_classes); obj2.update(torch.tensor(C))
+    G = gain_matrix_reference(mu, model0.head.weight.detach().double(), model0.head.bias.detach().double(),
+                              obj2.grad_unconstrained(torch.tensor(C)), lam=0.8)      # per-pair autograd
+    torch.testing.assert_close(st_['G'], G.double(), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(st_['pseudo'], predict(model0, bench.unlabeled, bench.prepare, 'cpu').argmax(1))
+
+def test_soft_confusion_is_mean_probability():
+    logits, y = torch.randn(50, 4), torch.randint(0, 4, (50,))
+    p = torch.softmax(logits.double(), 1).numpy()
+    want = np.stack([p[y.numpy() == k].sum(0) for k in range(4)]) / 50
+    np.testing.assert_allclose(soft_confusion(y, logits, 4).numpy(), want, atol=1e-12)
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=0, max_size=40), st.lists(st.integers(0, 5), min_size=1, max_size=20))
+def test_class_index_draws_members_only(labels, classes):
+    ci, cls = ClassIndex(torch.tensor(labels, dtype=torch.long), 6), torch.tensor(classes)
+    idx = ci.sample(cls, torch.Generator().manual_seed(0))
+    lab = np.array(labels)
+    for c, i in zip(classes, idx.tolist()):
+        if c in labels: assert lab[i] == c
+        else: assert i == -1
+
+def test_pairs_follow_P(small):
+    K = small.num_classes
+    P = torch.rand(K, K, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) ** 4; P /= P.sum()
+    cfg = FinetuneConfig(batch_size=20000)
+    b = sample_batch(P, ClassIndex(small.labeled.y, K), None, cfg, torch.Generator().manual_seed(0))
+    freq = torch.bincount(b['i'] * K + b['j'], minlength=K * K).double() / cfg.batch_size
+    assert (freq - P.flatten()).abs().max() < 0.01
+    assert b['from_labeled'].all() and (small.labeled.y[b['b_lab']] == b['j']).all()   # no pool: labeled partners
+    assert (b['lam'] >= 0.6).all() and (b['lam'] <= 1).all() and abs(b['lam'].mean() - 0.8) < 0.01
+
+def test_hidden_labels_are_never_read(small, model0, tmp_path):
+    "Scrambling (or removing) the unlabeled pool's ground truth changes nothing in a run."
+    cfg = FinetuneConfig(steps=12, refresh_every=5, frozen=True, lr=1e-3)
+    m1, h1 = finetune(copy.deepcopy(model0), small, cfg, tmp_path/'a', 'cpu', progress=False)
+    u = small.unlabeled
+    blind = replace(small, unlabeled=Split(u.x, None, u.idx, hidden_y=None))
+    m2, h2 = finetune(copy.deepcopy(model0), blind, cfg, tmp_path/'b', 'cpu', progress=False)
+    assert params_equal(m1, m2) and h1 == h2
+
+def test_resume_after_kill_is_exact_frozen_uniform(small, model0, tmp_path):
+    cfg = FinetuneConfig(policy='uniform', steps=12, refresh_every=5, frozen=True, lr=1e-3, objective='mean_recall_min_coverage')
+    full, hf = finetune(copy.deepcopy(model0), small, cfg, tmp_path/'full', 'cpu', progress=False)
+    class Kill(Exception): pass
+    def kill(step, loss):
+        if step == 8: raise Kill
+    with pytest.raises(Kill): finetune(copy.deepcopy(model0), small, cfg, tmp_path/'cut', 'cpu', progress=False, callback=kill)
+    assert torch.load(tmp_path/'cut'/CKPT_NAME, weights_only=False)['step'] == 5
+    seen = []
+    res, hr = finetune(copy.deepcopy(model0), small, cfg, tmp_path/'cut', 'cpu', progress=False, callback=lambda s, l: seen.append(s))
+    assert seen == list(range(6, 13))                    # resumed from the checkpoint, did not start over
+    assert params_equal(full, res) and hf == hr
+    with pytest.raises(ValueError, match='another fine-tuning config'):
+        finetune(copy.deepcopy(model0), small, replace(cfg, s=1.0), tmp_path/'cut', 'cpu', progress=False)
+
+def test_frozen_trains_head_only_and_schedule_is_cosine(small, model0, tmp_path):
+    cfg = FinetuneConfig(steps=12, refresh_every=4, frozen=True, lr=0.01)
+    m, h = finetune(copy.deepcopy(model0), small, cfg, tmp_path, 'cpu', progress=False)
+    sd0 = model0.state_dict()
+    assert all(torch.equal(v, sd0[k]) for k, v in m.state_dict().items() if not k.startswith('head'))
+    assert not torch.equal(m.head.weight, model0.head.weight)
+    for r in h: assert math.isclose(r['lr'], 0.01 * (1 + math.cos(math.pi * r['step'] / 12)) / 2, rel_tol=1e-9, abs_tol=1e-12)
+
+def test_greedy_and_uniform_distributions():
+    G = torch.tensor([[0.3, 2.0], [-1.0, 0.5]], dtype=torch.float64)
+    assert pair_distribution('greedy', G, 10., 2).flatten().tolist() == [0, 1, 0, 0]
+    assert torch.allclose(pair_distribution('uniform', None, 10., 2), torch.full((2, 2), 0.25, dtype=torch.float64))
+    with pytest.raises(ValueError, match='valid: selmix, uniform, greedy'): FinetuneConfig(policy='random')
+    with pytest.raises(ValueError, match='unknown FinetuneConfig field'): finetune_config('mnist_lt', stepz=3)

@@ -1,0 +1,61 @@
+"nbs/run.ipynb under papermill: bad parameters fail with one message, a tiny real run writes the metrics contract."
+import json, math, os, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest, torch
+import papermill as pm
+from sklearn.metrics import recall_score
+from selmix.data import load_benchmark
+from selmix.models import get_model, predict
+from selmix.pretrain import arch_of, pretrain_config
+
+REPO = Path(__file__).resolve().parents[1]
+NB = REPO/'nbs'/'run.ipynb'
+PAPERMILL = Path(sys.executable).parent/'papermill'
+TINY = dict(pretrain_method='la', pretrain_steps=100, finetune_steps=20)   # the smoke pre-training other tests cache
+
+def env():
+    e = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}   # a real run, not the notebook's smoke mode
+    return e
+
+def test_bad_parameters_exit_nonzero_with_one_message(tmp_path):
+    r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', '-p', 'objective', 'best_recall',
+                        '-p', 'policy', 'random', '-p', 'finetune_steps', '-5', '-p', 'device', 'tpu',
+                        '-p', 'out_dir', str(tmp_path/'run')], capture_output=True, text=True, env=env(), cwd=REPO)
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    assert 'ValueError: bad parameters' in err
+    for piece in ("objective='best_recall'", 'min_recall, g_mean', "policy='random'", 'selmix, uniform, greedy',
+                  'finetune_steps=-5', "device='tpu'"):
+        assert piece in err, piece
+    assert not (tmp_path/'run').exists()                  # nothing written
+
+def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
+    monkeypatch.delenv('IN_TEST', raising=False)   # a real (tiny) run, not the notebook's smoke mode
+    out = tmp_path/'run'
+    pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), parameters=dict(TINY, out_dir=str(out), objective='min_recall'),
+                        kernel_name='python3', cwd=str(REPO), progress_bar=False)
+    m = json.loads((out/'metrics.json').read_text())
+    assert {'config', 'pretrained', 'finetuned', 'history'} <= set(m)
+    c = m['config']
+    for k in ('dataset', 'objective', 'policy', 'seed', 's', 'split_hash', 'pretrain_hash', 'finetune_hash', 'versions'):
+        assert k in c, k
+    assert set(c['versions']) >= {'python', 'torch', 'torchvision', 'selmix'}
+    bench = load_benchmark('mnist_lt', seed=0)
+    assert c['split_hash'] == bench.split_hash and c['seed'] == 0 and c['objective'] == 'min_recall'
+    for stage in ('pretrained', 'finetuned'):
+        for k in ('min_recall', 'mean_recall', 'min_coverage', 'accuracy', 'h_mean', 'g_mean'):
+            assert math.isfinite(m[stage][k]), (stage, k)
+    assert m['history'][-1]['step'] == 20 and all(math.isfinite(h['objective']) for h in m['history'])
+    for f in ('trajectories.png', 'gains.png', 'recalls.png', 'model.pt'): assert (out/f).exists(), f
+    # the reported test recalls, recomputed with sklearn from the saved checkpoint
+    ck = torch.load(out/'model.pt', weights_only=False)
+    model = get_model(arch_of(bench, pretrain_config('mnist_lt', method='la')), bench.num_classes, bench.channels)
+    model.load_state_dict(ck['model'])
+    yp = predict(model.eval(), bench.test, bench.prepare, 'cpu').argmax(1).numpy()
+    rec = recall_score(bench.test.y.numpy(), yp, average=None, labels=range(bench.num_classes))
+    np.testing.assert_allclose(m['finetuned']['recalls'], rec, atol=1e-12)
+    assert math.isclose(m['finetuned']['min_recall'], rec.min(), abs_tol=1e-12)
+    # another configuration may not write into this folder
+    with pytest.raises(pm.PapermillExecutionError, match='another configuration'):
+        pm.execute_notebook(str(NB), str(tmp_path/'out2.ipynb'), parameters=dict(TINY, out_dir=str(out), objective='mean_recall'),
+                            kernel_name='python3', cwd=str(REPO), progress_bar=False)
