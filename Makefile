@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 OBJECTIVE ?= min_recall
-OUT ?= runs/default
+OUT ?= runs/mnist_lt_$(OBJECTIVE)
 
 .PHONY: run test venv bench clean-nbs
 
@@ -22,7 +22,7 @@ test: venv
 	$(PY) tests/run_all.py
 
 bench: venv
-	$(PY) -m selmix.bench gain
+	$(PY) -m selmix.bench gain && $(PY) -m selmix.bench finetune
 
 clean-nbs: venv
 	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean

@@ -12,7 +12,7 @@ from .gain import gain_matrix, gain_matrix_reference
 
 # %% auto #0
 __all__ = ['PAPER_TABLE_L1', 'PAPER_HARDWARE', 'TASKS', 'gain_matrix_k4', 'best_time', 'bench_gain', 'format_gain_table',
-           'run_task', 'main']
+           'bench_finetune', 'run_task', 'main']
 
 # %% ../nbs/10_bench.ipynb #7b1eeb87
 PAPER_TABLE_L1 = {10: 0.02, 100: 1.3, 1000: 124.0}   # seconds per gain matrix: CIFAR-10 LT, CIFAR-100 LT, ImageNet-1k LT
@@ -101,8 +101,24 @@ def format_gain_table(rows, device='cpu')->str:
                      f"{x(r['paper_gpu'], r['ours']):>10} {f(r['max_rel_err']):>11}")
     return '\n'.join(lines)
 
+# %% ../nbs/10_bench.ipynb #154ffa5d
+def bench_finetune(dataset:str='mnist_lt', # benchmark whose cached pre-trained model is fine-tuned
+                   modes:tuple=('head', 'full'), # 'head': frozen backbone on cached features; 'full': whole model
+                   steps:int=50, # steps per timed run (the dataset's refresh interval applies)
+                   repeats:int=3, # timed runs per policy (fastest kept)
+                   device:str='cpu', seed:int=0)->list:
+    "Print and return the per-step cost of `selmix` against `uniform` fine-tuning."
+    from selmix.finetune import benchmark_step_cost
+    rows = [benchmark_step_cost(dataset, frozen=(m == 'head'), steps=steps, repeats=repeats, device=device, seed=seed)
+            for m in modes]
+    print(f"fine-tuning step cost (CPU s/step, best of {repeats}) on {dataset}:")
+    for m, r in zip(modes, rows):
+        print(f"  {m:>4}: selmix {r['selmix']:.4g}  uniform {r['uniform']:.4g}  ratio {r['ratio']:.3f} "
+              f"(refresh every {r['refresh_every']} steps, {steps} steps)")
+    return rows
+
 # %% ../nbs/10_bench.ipynb #9789c4ba
-TASKS = {'gain': bench_gain}   # name → benchmark function; add more here
+TASKS = {'gain': bench_gain, 'finetune': bench_finetune}   # name → benchmark function; add more here
 
 def run_task(task:str, **options):
     "Run benchmark `task` with the options its function accepts."
@@ -122,8 +138,9 @@ def main(task:Param('benchmark to run: a key of TASKS', str, opt=False, nargs='?
          device:str='cpu', # 'cpu', 'cuda' or 'auto'
          seed:int=0, # seed of the synthetic inputs
          threads:int=0, # torch CPU threads (0: torch's default)
+         steps:int=50, # fine-tuning steps per timed run (task 'finetune')
         ):
     "Print benchmark timings, e.g. `python -m selmix.bench gain`."
     if threads > 0: torch.set_num_threads(threads)
     return run_task(task, sizes=tuple(int(k) for k in str(sizes).split(',') if k.strip()), d=d, repeats=repeats,
-                    k4_max_gb=k4_max_gb, ref_max_k=ref_max_k, device=device, seed=seed)
+                    k4_max_gb=k4_max_gb, ref_max_k=ref_max_k, device=device, seed=seed, steps=steps)
