@@ -2,7 +2,7 @@
 
 Ends with one line `N passed, N failed` counting the sync check, notebooks and pytest tests together, and exits
 non-zero on any failure."""
-import os, re, subprocess, sys, tempfile, time
+import re, subprocess, sys, tempfile, time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -62,8 +62,8 @@ def run_pytest():
         r = subprocess.run([str(BIN/'pytest'), '-q', '-p', 'no:cacheprovider', f'--junitxml={xml}', 'tests'], cwd=ROOT)
         if r.returncode == 5: return 0, 0  # no tests collected
         if not xml.exists(): return 0, 1
-        tot = {k: sum(int(s.get(k, 0)) for s in ET.parse(xml).getroot().iter('testsuite'))
-               for k in ('tests', 'failures', 'errors', 'skipped')}
+        suites = list(ET.parse(xml).getroot().iter('testsuite'))
+        tot = {k: sum(int(s.get(k, 0)) for s in suites) for k in ('tests', 'failures', 'errors', 'skipped')}
     failed = tot['failures'] + tot['errors']
     if r.returncode and not failed: failed = 1
     return tot['tests'] - failed - tot['skipped'], failed
