@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['POLICIES', 'PRESETS', 'CKPT_NAME', 'FinetuneConfig', 'finetune_config', 'ClassIndex', 'class_means',
-           'pair_distribution', 'soft_confusion', 'has_unlabeled', 'refresh', 'sample_batch', 'mixup_loss',
-           'train_step', 'make_optimizer', 'save_checkpoint', 'load_checkpoint', 'snapshot_steps', 'cache_features',
-           'finetune', 'step_cost', 'benchmark_step_cost', 'plot_trajectories', 'plot_gains', 'plot_recalls']
+           'pair_distribution', 'has_unlabeled', 'refresh', 'sample_batch', 'mixup_loss', 'train_step',
+           'make_optimizer', 'save_checkpoint', 'load_checkpoint', 'snapshot_steps', 'cache_features', 'finetune',
+           'step_cost', 'benchmark_step_cost', 'plot_trajectories', 'plot_gains', 'plot_recalls']
 
 # %% ../nbs/08_finetune.ipynb #b446dff4
 import os, sys, json, math, time, random, hashlib, tempfile
@@ -120,12 +120,7 @@ def pair_distribution(policy:str, # 'selmix', 'uniform' or 'greedy'
     return P / P.sum()
 
 # %% ../nbs/08_finetune.ipynb #b6b3d941
-def soft_confusion(y, # N true labels
-                   logits:torch.Tensor, # N×K
-                   num_classes:int)->torch.Tensor: # K×K joint, sums to 1
-    "Expected confusion matrix of the softmax classifier: C[i, j] = mean over samples of [y=i]·p(j|x)."
-    p = torch.softmax(logits.double(), 1)
-    return torch.zeros(num_classes, num_classes, dtype=torch.float64).index_add_(0, torch.as_tensor(y).long(), p) / len(p)
+from .taylor import soft_confusion   # C̄ of the randomised classifier, shared with the theory notebooks
 
 # %% ../nbs/08_finetune.ipynb #3d846294
 @torch.no_grad()
@@ -149,7 +144,7 @@ def refresh(model, bench, obj, cfg:FinetuneConfig, device, cache=None)->dict:
     obj.update(C)  # multipliers always follow the true (argmax) metric
     G = None
     if cfg.policy != 'uniform':  # uniform never looks at gains: its refresh stays as cheap as possible
-        D = obj.grad_unconstrained(C if cfg.gain_confusion == 'hard' else soft_confusion(bench.val.y, logits, K))
+        D = obj.grad_unconstrained(C if cfg.gain_confusion == 'hard' else soft_confusion(logits, bench.val.y, K))
         W, b = model.head.weight.detach().cpu(), model.head.bias.detach().cpu()
         G = gain_matrix(class_means(fv, bench.val.y, K).to(W.dtype), W, b, D.to(W.dtype),
                         lam=sum(cfg.lam) / 2, formula=cfg.gain_formula).double()

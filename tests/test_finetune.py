@@ -10,7 +10,7 @@ from selmix.metrics import get_objective
 from selmix.models import predict, extract_features
 from selmix.pretrain import pretrained_model, pretrain_config
 from selmix.finetune import (FinetuneConfig, finetune_config, ClassIndex, refresh, sample_batch, pair_distribution,
-                             finetune, soft_confusion, CKPT_NAME)
+                             finetune, soft_confusion, CKPT_NAME)  # soft_confusion: re-exported from selmix.taylor
 
 @pytest.fixture(scope='module')
 def bench(): return load_benchmark('mnist_lt', seed=0)
@@ -48,7 +48,7 @@ def test_soft_confusion_is_mean_probability():
     logits, y = torch.randn(50, 4), torch.randint(0, 4, (50,))
     p = torch.softmax(logits.double(), 1).numpy()
     want = np.stack([p[y.numpy() == k].sum(0) for k in range(4)]) / 50
-    np.testing.assert_allclose(soft_confusion(y, logits, 4).numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(soft_confusion(logits, y, 4).numpy(), want, atol=1e-12)
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 5), min_size=0, max_size=40), st.lists(st.integers(0, 5), min_size=1, max_size=20))
