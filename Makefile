@@ -16,7 +16,7 @@ $(VENV)/.installed: settings.ini setup.py
 
 run: venv
 	mkdir -p $(OUT)
-	$(VENV)/bin/papermill nbs/run.ipynb $(OUT)/run.ipynb -p objective $(OBJECTIVE) -p out_dir $(OUT)
+	$(VENV)/bin/papermill --log-output nbs/run.ipynb $(OUT)/run.ipynb -p objective $(OBJECTIVE) -p out_dir $(OUT)
 
 test: venv
 	$(PY) tests/run_all.py

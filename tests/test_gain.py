@@ -258,3 +258,55 @@ def test_accepts_parameters_without_building_a_graph():
     G = gain_matrix(mu, head.weight, head.bias, D)
     assert not G.requires_grad
     assert rel_close(G, gain_matrix_reference(mu, head.weight.detach(), head.bias.detach(), D))
+
+
+# ---------------------------------------------------------------- degenerate and extreme inputs
+def test_no_classes_is_a_clear_error():
+    with pytest.raises(ValueError, match='K = 0'): gain_matrix(torch.zeros(0, 4), torch.zeros(0, 4), None, torch.zeros(0, 0))
+    with pytest.raises(ValueError, match='K = 0'): gain_matrix(torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 0))
+    with pytest.raises(ValueError, match='K = 0'): selmix_distribution(torch.zeros(0, 0))
+
+
+@pytest.mark.parametrize('what', ['means', 'weight', 'bias', 'D'])
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_non_finite_inputs_are_named(what, bad):
+    mu, W, b = random_head(4, 3, 0)
+    args = dict(means=mu, weight=W, bias=b, D=torch.randn(4, 4, dtype=f64))
+    args[what] = args[what].clone(); args[what].view(-1)[1] = bad
+    with pytest.raises(ValueError, match=f'`{what}` contains NaN or inf'): gain_matrix(**args)
+
+
+@pytest.mark.parametrize('e', [300, 515, 520])
+@pytest.mark.parametrize('bias', [False, True])
+def test_huge_means_match_autograd_at_moderate_scale(e, bias):
+    "μ → 2^e μ, W → 2^-e W keeps the logits; the Gram part grows by 4^e, which D → 4^-e·2^40 D undoes exactly."
+    mu, W, b = random_head(6, 4, 3, bias=bias)
+    D = torch.randn(6, 6, generator=torch.Generator().manual_seed(9), dtype=f64)
+    c = 2.0 ** e
+    D_small = D * 2.0 ** 40 / c / c
+    if e > 512: assert not torch.isfinite((mu * c) @ (mu * c).T).all()     # the plain Gram product overflows here
+    G = gain_matrix(mu * c, W / c, b, D_small)
+    ref = gain_matrix_reference(mu, W, b, D * 2.0 ** 40, bias_grad=False)    # the bias part is ~4^-e of it here
+    assert torch.isfinite(G).all()
+    torch.testing.assert_close(G, ref, rtol=0, atol=1e-9 * float(ref.abs().max()))
+
+
+def test_moderate_means_are_untouched_by_the_rescaling():
+    "Below the rescaling threshold the result is the plain formula (and equals autograd)."
+    mu, W, b = random_head(5, 3, 1)
+    D = torch.randn(5, 5, generator=torch.Generator().manual_seed(2), dtype=f64)
+    for c in (1.0, 1e50, 2.0 ** 255):
+        torch.testing.assert_close(gain_matrix(mu * c, W / c, b, D * (1 / c) ** 2),
+                                   gain_matrix_reference(mu, W, b, D, bias_grad=False)
+                                   + (gain_matrix_reference(mu, W, b, D * (1 / c) ** 2)
+                                      - gain_matrix_reference(mu, W, b, D * (1 / c) ** 2, bias_grad=False)),
+                                   rtol=1e-9, atol=1e-9)
+
+
+def test_gains_that_float64_cannot_hold_raise():
+    mu, W, b = random_head(4, 3, 0)
+    D = torch.randn(4, 4, dtype=f64)
+    with pytest.raises(OverflowError, match='gains overflow float64'): gain_matrix(mu * 1e160, W / 1e160, b, D)
+    with pytest.raises(OverflowError, match='logits'): gain_matrix(mu * 1e160, W * 1e160, b, D)
+    G = gain_matrix(mu * 1e150, W / 1e150, b, D)      # 1e300-sized gains: representable, so returned (and finite)
+    assert torch.isfinite(G).all() and float(G.abs().max()) > 1e290

@@ -274,3 +274,17 @@ def test_errors():
     with pytest.raises(ValueError, match='same length'): confusion_matrix([0, 1], [0], 2)
     with pytest.raises(ValueError, match='integer'): confusion_matrix([0., 1.], [0., 1.], 2)
     assert set(HYPERPARAMS) == {'alpha', 'omega', 'tau', 'lambda_max', 'beta', 'eps'}
+
+
+@settings(max_examples=30, deadline=None)
+@given(K=st.integers(2, 50), seed=st.integers(0, 2**31), alpha=st.floats(1.0, 100, exclude_min=True))
+def test_alpha_above_one_is_refused_because_it_is_infeasible(K, seed, alpha):
+    # independent of the check: on any confusion matrix, some class (and the head or the tail mean) has coverage <= 1/K < α/K
+    C = np.random.default_rng(seed).random((K, K)); C /= C.sum()
+    cov = C.sum(0)
+    n_head = int(0.9 * K) or 1
+    assert cov.min() <= 1 / K < alpha / K
+    assert min(cov[:n_head].mean(), cov[n_head:].mean() if n_head < K else np.inf) <= 1 / K + 1e-12
+    for name in ('mean_recall_min_coverage', 'mean_recall_min_ht_coverage', 'h_mean_min_coverage', 'h_mean_min_ht_coverage'):
+        with pytest.raises(ValueError, match=r'alpha=.* can never be met.*\(0, 1\]'): get_objective(name, K, alpha=alpha)
+    assert get_objective('mean_recall_min_coverage', K, alpha=1.0).alpha == 1.0

@@ -142,3 +142,112 @@ def test_bad_config_messages(bench):
     with pytest.raises(ValueError, match='ema'): PretrainConfig(ema=1.0)
     with pytest.raises(ValueError, match='lr_max'): pretrain_config('mnist_lt', lr_max=1)
     with pytest.raises(ValueError, match='unlabeled'): evaluate(get_model('small_cnn', 10, in_channels=1), bench.unlabeled, bench, 'cpu')
+
+
+# ---------------------------------------------------------------- validation before expensive work
+@pytest.mark.parametrize('seed', [1e17, 10**17, -1, 2**31, True, 2.0, '3'])
+def test_seed_is_validated(seed):
+    with pytest.raises(ValueError, match=r'seed=.* must be an integer in \[0, 2\*\*31\)'): PretrainConfig(seed=seed)
+    with pytest.raises(ValueError, match='seed'): P.main(dataset='mnist_lt', seed=seed, steps=1)   # before loading data
+
+
+def test_largest_seed_runs(bench, tmp_path):
+    cfg = replace(TINY, method='ce', steps=1, eval_every=1, seed=2**31 - 1)
+    pretrain(bench, cfg, 'cpu', tmp_path, progress=False)
+    assert torch.load(tmp_path/'final.pt', weights_only=False)['config']['seed'] == 2**31 - 1
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+def _damage(f, how):
+    data = f.read_bytes()
+    f.write_bytes({'empty': b'', 'truncated': data[:len(data)//3], 'garbage': os.urandom(2048)}[how])
+
+
+@pytest.mark.parametrize('how', ['empty', 'truncated', 'garbage'])
+def test_damaged_last_pt_starts_over(bench, tmp_path, full_runs, how):
+    full, full_dir = full_runs['fixmatch_la']
+    with pytest.raises(Crash): pretrain(bench, TINY, 'cpu', tmp_path, progress=False, on_step=crash_at(3))
+    _damage(tmp_path/'last.pt', how)
+    ran = []
+    with pytest.warns(UserWarning, match=f"{tmp_path/'last.pt'} is damaged .*starts over"):
+        again = pretrain(bench, TINY, 'cpu', tmp_path, progress=False, on_step=lambda s, _: ran.append(s))
+    assert ran == [1, 2, 3, 4] and same_weights(full, again)     # a clean restart equals an uninterrupted run
+
+
+@pytest.mark.parametrize('how', ['empty', 'truncated', 'garbage'])
+def test_damaged_final_pt_is_rebuilt_from_last(bench, tmp_path, full_runs, monkeypatch, how):
+    import shutil
+    full, full_dir = full_runs['fixmatch_la']
+    shutil.copytree(full_dir, tmp_path/'ck')
+    _damage(tmp_path/'ck'/'final.pt', how)
+    with pytest.raises(P.DamagedFile, match=f"pre-trained checkpoint {tmp_path/'ck'/'final.pt'} is damaged"):
+        P.load_pretrained(tmp_path/'ck'/'final.pt', 'cpu')
+    monkeypatch.setattr(P, 'train_loss', lambda *a, **k: pytest.fail('trained although last.pt holds the last step'))
+    with pytest.warns(UserWarning, match='final.pt is damaged .*resuming from last.pt'):
+        healed = pretrained_model(bench, TINY, 'cpu', ckpt_dir=tmp_path/'ck', progress=False)
+    assert same_weights(full, healed) and P.load_pretrained(tmp_path/'ck'/'final.pt', 'cpu') is not None
+
+
+def test_damaged_final_pt_without_last_is_retrained(bench, tmp_path, full_runs):
+    import shutil
+    full, full_dir = full_runs['fixmatch_la']
+    (tmp_path/'ck').mkdir(); shutil.copy(full_dir/'final.pt', tmp_path/'ck')
+    _damage(tmp_path/'ck'/'final.pt', 'truncated')
+    with pytest.warns(UserWarning, match='final.pt is damaged .*pre-training again'):
+        healed = pretrained_model(bench, TINY, 'cpu', ckpt_dir=tmp_path/'ck', progress=False)
+    assert same_weights(full, healed)
+
+
+# ---------------------------------------------------------------- device path on this CPU
+def test_amp_requested_on_cpu_is_recorded_off_and_changes_nothing(bench, tmp_path, full_runs):
+    full, _ = full_runs['mixup']
+    with pytest.warns(UserWarning, match='amp=True needs a CUDA device'):
+        m = pretrain(bench, replace(TINY, method='mixup', amp=True), 'cpu', tmp_path, progress=False)
+    rec = torch.load(tmp_path/'final.pt', weights_only=False)
+    assert rec['amp'] is False and rec['device'] == 'cpu' and rec['config']['amp'] is True
+    assert same_weights(full, m)                                   # the float32 path, bit for bit
+    assert P.config_hash(bench, TINY) != P.config_hash(bench, replace(TINY, amp=True))
+
+
+def test_amp_parts_on_cuda_without_gpu(monkeypatch):
+    "The CUDA decision itself: on a (pretended) CUDA device amp is on and a gradient scaler is made."
+    made = []
+    monkeypatch.setattr(torch.amp, 'GradScaler', lambda dev: made.append(dev) or 'scaler')
+    assert P._amp_parts(replace(TINY, amp=True), torch.device('cuda', 0), 0) == (True, 'scaler') and made == ['cuda']
+    assert P._amp_parts(TINY, torch.device('cuda', 0), 0) == (False, None)
+
+
+@pytest.mark.parametrize('method,n', [('mixup', 3), ('la', 2), ('fixmatch_la', 2)])
+def test_every_batch_goes_through_to_device(bench, monkeypatch, method, n):
+    seen = []
+    real = P.to_device
+    monkeypatch.setattr(P, 'to_device', lambda x, d: seen.append((tuple(x.shape), d)) or real(x, d))
+    cfg = replace(TINY, method=method)
+    model = get_model('small_cnn', 10, in_channels=1)
+    P.train_loss(model, bench, cfg, torch.Generator().manual_seed(0), P.log_prior(bench.labeled.y, 10), torch.device('cpu'))
+    assert len(seen) == n and all(d == torch.device('cpu') for _, d in seen)
+    assert (cfg.batch_size,) in [s for s, _ in seen]                   # the labels
+    assert any(len(s) == 4 for s, _ in seen)                            # the images
+
+
+# ---------------------------------------------------------------- custom and supervised benchmarks
+def test_custom_named_arrays_with_8px_images_pretrain(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, (120, 3, 8, 8), dtype=np.uint8), np.repeat(np.arange(3), 40)
+    b = load_benchmark((X, y), name='tiny8', root=tmp_path, N1=20, rho_l=4, M1=5, val_per_class=5, test_per_class=5)
+    cfg = replace(TINY, method='la', steps=3, eval_every=3)
+    assert P.arch_of(b, cfg) == 'small_cnn'
+    m = pretrain(b, cfg, 'cpu', tmp_path/'ck', progress=False)
+    assert m(b.prepare(b.test.images(torch.arange(4)))).shape == (4, 3)
+    assert torch.load(tmp_path/'ck'/'final.pt', weights_only=False)['arch'] == 'small_cnn'
+    assert P.arch_of(replace(b, image_size=32), cfg) == 'wrn28_2' and P.arch_of(replace(b, image_size=96), cfg) == 'resnet50'
+
+
+def test_supervised_presets_are_mislas_stage_one():
+    from selmix.data import long_tailed_counts
+    for name, n in [('cifar10_lt_sup', sum(long_tailed_counts(4500, 100, 10))), ('cifar100_lt_sup', sum(long_tailed_counts(450, 10, 100)))]:
+        c = pretrain_config(name)
+        assert (c.method, c.batch_size, c.lr, c.momentum, c.weight_decay, c.mixup_alpha, c.semi_supervised) == \
+               ('mixup', 128, 0.1, 0.9, 5e-4, 1.0, False)
+        assert c.steps == 200 * math.ceil(n / 128)                      # 200 epochs
+    assert pretrain_config('mnist_lt_sup').method == 'mixup'

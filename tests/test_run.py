@@ -42,6 +42,8 @@ def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
     assert set(c['versions']) >= {'python', 'torch', 'torchvision', 'selmix'}
     bench = load_benchmark('mnist_lt', seed=0)
     assert c['split_hash'] == bench.split_hash and c['seed'] == 0 and c['objective'] == 'min_recall'
+    assert c['protocol'] == 'paper' and c['finetune_config']['protocol'] == 'paper' and c['leaks'] == []   # the default
+    assert c['finetune_config']['momentum'] == 0 and c['finetune_config']['gain_confusion'] == 'hard' and not c['frozen']
     for stage in ('pretrained', 'finetuned'):
         for k in ('min_recall', 'mean_recall', 'min_coverage', 'accuracy', 'h_mean', 'g_mean'):
             assert math.isfinite(m[stage][k]), (stage, k)
@@ -59,3 +61,40 @@ def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
     with pytest.raises(pm.PapermillExecutionError, match='another configuration'):
         pm.execute_notebook(str(NB), str(tmp_path/'out2.ipynb'), parameters=dict(TINY, out_dir=str(out), objective='mean_recall'),
                             kernel_name='python3', cwd=str(REPO), progress_bar=False)
+
+def test_unknown_and_out_of_range_parameters_are_refused(tmp_path):
+    r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', '-p', 'finetune_step', '60',
+                        '-p', 'seed', '1e17', '-p', 'lam_schedule', 'cosine', '-p', 'out_dir', str(tmp_path/'run')],
+                       capture_output=True, text=True, env=env(), cwd=REPO)
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    for piece in ("unknown parameter 'finetune_step'", 'seed=1e+17', "lam_schedule='cosine'", 'constant, uniform, sine, tanh'):
+        assert piece in err, piece
+    assert not (tmp_path/'run').exists()
+
+@pytest.mark.parametrize('policy', ['forgetting', 'hard_pool'])
+def test_valuation_policies_write_the_contract(tmp_path, monkeypatch, policy):
+    monkeypatch.delenv('IN_TEST', raising=False)
+    out = tmp_path/'run'
+    pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), kernel_name='python3', cwd=str(REPO), progress_bar=False,
+                        parameters=dict(TINY, out_dir=str(out), policy=policy, forgetting_steps=20, lam_schedule='tanh'))
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['config']['policy'] == policy and m['config']['finetune_config']['lam_schedule'] == 'tanh'
+    assert m['history'][-1]['step'] == 20 and all(math.isfinite(m[s]['min_recall']) for s in ('pretrained', 'finetuned'))
+    assert (policy == 'forgetting') == ('forgetting' in m['history'][0])
+
+def _fails(tmp_path, *params):
+    r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', *params],
+                       capture_output=True, text=True, env=env(), cwd=REPO)
+    assert r.returncode != 0
+    return r.stdout + r.stderr
+
+def test_out_dir_that_is_a_file_or_holds_a_damaged_config_is_named(tmp_path):
+    f = tmp_path/'not_a_folder'; f.write_text('x')
+    err = _fails(tmp_path, '-p', 'out_dir', str(f), '-p', 'device', 'meta')
+    assert "device='meta'" in err                                   # bad parameters first, before touching out_dir
+    err = _fails(tmp_path, '-p', 'out_dir', str(f))
+    assert 'is an existing file' in err and str(f) in err
+    run = tmp_path/'run'; run.mkdir(); (run/'config.json').write_text('{"dataset": "mnist_lt", trunc')
+    err = _fails(tmp_path, '-p', 'out_dir', str(run))
+    assert str(run/'config.json') in err and 'damaged' in err

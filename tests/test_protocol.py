@@ -1,0 +1,157 @@
+"Issue 10: the paper's protocol by default, the released code's choices as named switches, Algorithm 2 without a pool."
+import copy, math
+from dataclasses import replace
+import pytest, torch
+from selmix.data import load_benchmark, Split
+from selmix.metrics import get_objective
+from selmix.pretrain import pretrained_model, pretrain_config
+from selmix.finetune import FinetuneConfig, finetune_config, finetune, gain_direction, make_optimizer, PRESETS
+
+# Tables G.1 and G.2 of the paper, transcribed independently of selmix.finetune:
+# dataset: (steps, s, omega, lambda_max, tau, alpha, batch, head lr, backbone lr)
+TABLE_G = {
+    'cifar10_lt':      (10_000, 10, 40, 100, 0.01, 0.95, 64, 3e-4, 3e-5),
+    'cifar100_lt':     (10_000, 10, 20, 100, 0.01, 0.95, 64, 3e-4, 3e-5),
+    'stl10_lt':        (10_000, 2, 20, 100, 0.01, 0.95, 64, 3e-4, 3e-5),
+    'imagenet100_lt':  (10_000, 10, 20, 100, 0.01, 0.95, 64, 0.1, 0.01),
+    'cifar10_lt_sup':  (2_000, 10, 50, 100, 0.01, 0.95, 128, 3e-3, 3e-4),
+    'cifar100_lt_sup': (2_000, 10, 25, 100, 0.01, 0.95, 128, 3e-3, 3e-4),
+    'imagenet_lt':     (2_500, 10, 100, 100, 0.001, 0.95, 256, 0.1, 0.01),
+}
+
+@pytest.mark.parametrize('dataset', sorted(TABLE_G))
+def test_resolved_config_is_the_table_column(dataset):
+    c = finetune_config(dataset)
+    got = (c.steps, c.s, c.omega, c.lambda_max, c.tau, c.alpha, c.batch_size, c.lr, c.lr * c.backbone_lr_ratio)
+    assert got == pytest.approx(TABLE_G[dataset], rel=1e-12)
+    assert (c.protocol, c.refresh_every, c.momentum, c.frozen, c.freeze_bn_affine, c.gain_confusion, c.leaks) == \
+           ('paper', 50, 0.0, False, True, 'hard', [])
+
+def test_released_protocol_differs_only_where_the_released_code_does():
+    p, r = finetune_config('cifar10_lt').to_dict(), finetune_config('cifar10_lt', protocol='released').to_dict()
+    assert {k for k in p if p[k] != r[k]} == {'protocol', 'gain_formula', 'omega', 'leak_oracle_partners', 'leak_test_checkpoint'}
+    assert r['omega'] == 50 and r['gain_formula'] == 'official' and r['momentum'] == 0
+
+@pytest.fixture(scope='module')
+def small(): return load_benchmark('mnist_lt', seed=0, val_per_class=10, M1=30, test_per_class=10)
+
+@pytest.fixture(scope='module')
+def model0():
+    b = load_benchmark('mnist_lt', seed=0)
+    return pretrained_model(b, pretrain_config('mnist_lt', method='la', steps=100), 'cpu', progress=False).eval()
+
+def bn_state(m):
+    return {f'{n}.{k}': v.clone() for n, mod in m.named_modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+            for k, v in list(mod.named_parameters()) + list(mod.named_buffers())}
+
+def test_released_full_network_keeps_batchnorm_bit_identical(small, model0, tmp_path):
+    cfg = replace(finetune_config('mnist_lt', protocol='released'), steps=6, refresh_every=3, batch_size=16, lr=0.05,
+                  leak_test_checkpoint=False)   # the last model, not a refresh chosen on test (maybe step 0)
+    opt, _ = make_optimizer(copy.deepcopy(model0), cfg)
+    assert opt.defaults['momentum'] == 0 and all(g.get('momentum', 0) == 0 for g in opt.param_groups)
+    before = bn_state(model0)
+    with pytest.warns(UserWarning, match='leak'):
+        m, h = finetune(copy.deepcopy(model0), small, cfg, tmp_path, 'cpu', progress=False)
+    after = bn_state(m)
+    assert before.keys() == after.keys() and len(before) >= 4 * 5       # weight, bias, running mean/var, count per layer
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    convs = [k for k, v in m.state_dict().items() if k.endswith('weight') and v.dim() == 4]
+    assert any(not torch.equal(model0.state_dict()[k], m.state_dict()[k]) for k in convs)   # the backbone did train
+
+def test_coverage_direction_is_the_released_normalisation():
+    "dψ/dC̃ by autograd through C = π·softmax(C̃) with the multipliers of App. F computed by hand, divided by (max λ + 1)."
+    C = torch.tensor([[0.30, 0.02, 0.01], [0.10, 0.20, 0.03], [0.08, 0.06, 0.20]], dtype=torch.float64)
+    K, alpha, tau, lmax = 3, 0.95, 0.01, 100.
+    cov = C.sum(0)
+    lam = (lmax * (1 - torch.exp(torch.clamp(cov - alpha / K, max=0) / tau))).clamp(0, lmax)
+    assert lam.max() > 50                                                # class 1 is far below its coverage bound
+    pi = C.sum(1, keepdim=True)
+    Ct = torch.log(C / pi).requires_grad_(True)
+    Cx = pi * torch.softmax(Ct, 1)
+    psi = (torch.diagonal(Cx) / pi.squeeze()).mean() + lam @ (Cx.sum(0) - alpha / K)
+    psi.backward()
+    want = Ct.grad / (lam.max() + 1)
+    obj = get_objective('mean_recall_min_coverage', K, alpha=alpha, tau=tau, lambda_max=lmax); obj.update(C)
+    got = gain_direction(obj, C, FinetuneConfig(objective='mean_recall_min_coverage'))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+class Forbidden:
+    "Stands for data a run must never read: any use raises."
+    def __init__(self, what): self.what = what
+    def _no(self, *a, **k): raise AssertionError(f'{self.what} was read')
+    __getattr__ = lambda self, k: self._no() if not k.startswith('__') else object.__getattribute__(self, k)
+    __getitem__ = __iter__ = __lt__ = __gt__ = __ge__ = __le__ = __eq__ = __array__ = _no
+    __hash__ = object.__hash__
+    @classmethod
+    def __torch_function__(cls, *a, **k): raise AssertionError('forbidden data was read')
+
+class EmptyForbiddenPool:
+    "An unlabeled pool of size 0 whose contents must never be touched."
+    def __len__(self): return 0
+    def __getattr__(self, k): raise AssertionError(f'the unlabeled pool was read ({k})')
+
+def test_supervised_run_never_reads_an_unlabeled_pool(model0, tmp_path):
+    sup = load_benchmark('mnist_lt_sup', seed=0, val_per_class=10, test_per_class=10)
+    assert len(sup.unlabeled) == 0
+    sup = replace(sup, unlabeled=EmptyForbiddenPool())
+    cfg = replace(finetune_config('mnist_lt_sup'), steps=4, refresh_every=2, batch_size=8)
+    m, h = finetune(copy.deepcopy(model0), sup, cfg, tmp_path, 'cpu', progress=False)
+    assert h[-1]['step'] == 4 and all(math.isfinite(r['objective']) for r in h)
+
+def test_full_network_semi_supervised_run_never_reads_hidden_labels(small, model0, tmp_path):
+    u = small.unlabeled
+    blind = replace(small, unlabeled=Split(u.x, None, u.idx, hidden_y=Forbidden('hidden labels')))
+    cfg = replace(finetune_config('mnist_lt'), steps=4, refresh_every=2, batch_size=8)
+    assert not cfg.frozen and not cfg.leak_oracle_partners
+    m, h = finetune(copy.deepcopy(model0), blind, cfg, tmp_path/'honest', 'cpu', progress=False)
+    assert h[-1]['step'] == 4
+    with pytest.raises(AssertionError, match='hidden labels was read'), pytest.warns(UserWarning, match='leak'):  # the guard works
+        finetune(copy.deepcopy(model0), blind, replace(cfg, leak_oracle_partners=True), tmp_path/'leaky', 'cpu', progress=False)
+
+def test_oracle_leak_uses_true_labels_as_partner_classes(small, model0, tmp_path):
+    from selmix.finetune import refresh
+    cfg = replace(finetune_config('mnist_lt'), leak_oracle_partners=True)
+    st = refresh(copy.deepcopy(model0), small, get_objective('min_recall', 10), cfg, 'cpu')
+    assert torch.equal(st['pseudo'], small.unlabeled.hidden_y)
+
+# ---- issue 12: data-valuation policies and λ schedules inside the same loop
+@pytest.mark.parametrize('policy', ['forgetting', 'hard_pool'])
+def test_valuation_policies_run_and_draw_where_they_should(small, model0, tmp_path, policy):
+    cfg = replace(finetune_config('mnist_lt', policy=policy, eta=0.25, forgetting_steps=20), steps=4, refresh_every=2, batch_size=8)
+    m, h = finetune(copy.deepcopy(model0), small, cfg, tmp_path, 'cpu', progress=False)
+    assert h[-1]['step'] == 4 and abs(sum(map(sum, h[0]['P'])) - 1) < 1e-9
+    P = torch.tensor(h[0]['P'])
+    if policy == 'forgetting':
+        F = torch.tensor(h[0]['forgetting'], dtype=torch.float64)
+        assert F.shape == (10, 10) and torch.all(F.diagonal() == 0) and torch.all(P.diagonal() == 0)
+    else:   # hard pool: partner columns proportional to the pseudo-label counts of the hardest quarter of the pool
+        from selmix.finetune import refresh
+        st = refresh(copy.deepcopy(model0), small, get_objective('min_recall', 10), cfg, 'cpu')
+        assert st['hard'].sum() == math.ceil(0.25 * len(small.unlabeled))
+        counts = torch.bincount(st['pseudo'][st['hard']], minlength=10).double()
+        torch.testing.assert_close(st['P'].sum(0), counts / counts.sum())
+
+def test_hard_pool_supervised_uses_labeled_partners(model0, tmp_path):
+    sup = load_benchmark('mnist_lt_sup', seed=0, val_per_class=10, test_per_class=10)
+    cfg = replace(finetune_config('mnist_lt_sup', policy='hard_pool', eta=0.5), steps=2, refresh_every=2, batch_size=8)
+    m, h = finetune(copy.deepcopy(model0), replace(sup, unlabeled=EmptyForbiddenPool()), cfg, tmp_path, 'cpu', progress=False)
+    assert h[-1]['step'] == 2
+
+def test_schedules_and_loss_are_validated():
+    with pytest.raises(ValueError, match='valid: constant, uniform, sine, tanh'): FinetuneConfig(lam_schedule='cosine')
+    with pytest.raises(ValueError, match='forgetting, hard_pool'): FinetuneConfig(policy='random')
+    with pytest.raises(ValueError, match='valid: mixup, regmixup'): FinetuneConfig(loss='focal')
+    c = FinetuneConfig(lam_schedule='tanh', steps=100)
+    assert c.schedule().mean(0, 100) == 1.0 and abs(c.schedule().mean(99, 100) - 0.5) < 1e-12
+
+def test_uniform_schedule_keeps_the_old_draws(small):
+    "lam_schedule='uniform' draws exactly what U(0.6, 1) per sample drew before schedules existed."
+    from selmix.finetune import sample_batch, ClassIndex
+    P = torch.full((10, 10), 0.01, dtype=torch.float64)
+    b = sample_batch(P, ClassIndex(small.labeled.y, 10), None, FinetuneConfig(batch_size=64), torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    from selmix.gain import sample_pairs
+    i, j = sample_pairs(P, 64, g); ClassIndex(small.labeled.y, 10).sample(i, g)
+    fb_draws = ClassIndex(small.labeled.y, 10).sample(j, g)
+    want = torch.empty(64, dtype=torch.float64).uniform_(0.6, 1.0, generator=g).float()
+    assert torch.equal(b['lam'], want)

@@ -1,0 +1,389 @@
+"Tests of selmix.valuation: forgetting statistics, EL2N/GraNd, hard pools, deciles, mixup regularisers, λ schedules."
+import copy, math
+from fractions import Fraction
+
+import numpy as np, pandas as pd, pytest, torch
+import torch.nn as nn, torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from selmix.data import Augment, Split
+from selmix.models import SmallCNN
+from selmix.valuation import (LAM_SCHEDULES, ForgettingTracker, collect_forgetting, decile_heatmap, el2n,
+                              forgetting_counts, forgetting_pairs, forgetting_sparsity, forgetting_symmetry, grand,
+                              grand_head, hardest, lam_schedule, mixup_regularisers, regmixup_loss, score_deciles,
+                              theta_moments)
+
+
+# ---------------------------------------------------------------- forgetting events
+
+def test_forgetting_counts_issue_case():
+    # class-1 sample: right, wrong into 3, right, wrong into 3 -> two events towards class 3
+    per, Fm = forgetting_counts(torch.tensor([[1], [3], [1], [3]]), torch.tensor([1]), 5)
+    assert per.tolist() == [2]
+    assert Fm[1, 3] == 2 and Fm.sum() == 2 and Fm.dtype == torch.long and per.dtype == torch.long
+
+
+def _loop_counts(P, y, K):
+    "Reference: a plain Python loop over time and samples."
+    T, N = len(P), len(P[0])
+    per, M = [0] * N, np.zeros((K, K), dtype=np.int64)
+    for n in range(N):
+        for t in range(1, T):
+            if P[t - 1][n] == y[n] and P[t][n] != y[n]:
+                per[n] += 1; M[y[n], P[t][n]] += 1
+    return per, M
+
+
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(1, 8), N=st.integers(1, 12), K=st.integers(2, 5), seed=st.integers(0, 10**6))
+def test_forgetting_counts_and_tracker_match_a_loop(T, N, K, seed):
+    g = torch.Generator().manual_seed(seed)
+    P, y = torch.randint(0, K, (T, N), generator=g), torch.randint(0, K, (N,), generator=g)
+    per_ref, M_ref = _loop_counts(P.tolist(), y.tolist(), K)
+    per, M = forgetting_counts(P, y, K)
+    assert per.tolist() == per_ref and (M.numpy() == M_ref).all()
+    tr = ForgettingTracker(N, K)
+    for t in range(T): tr.update(F.one_hot(P[t], K).float() if t % 2 else P[t], y)   # classes or logits
+    assert torch.equal(tr.per_sample, per) and torch.equal(tr.matrix, M) and tr.evaluations == T
+    assert torch.equal(tr.learned, (P == y).any(0))
+    assert int(M.sum()) == int(per.sum()) and not M.diag().any()
+
+
+def test_forgetting_bad_inputs():
+    with pytest.raises(ValueError, match=r'\[0, 3\)'): forgetting_counts(torch.tensor([[0, 3]]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match='N = len'): forgetting_counts(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2), 3)
+    with pytest.raises(ValueError, match='expected 4'): ForgettingTracker(4, 3).update(torch.zeros(3, dtype=torch.long), torch.zeros(3))
+
+
+# ---------------------------------------------------------------- symmetry, sparsity, pairs
+
+nonneg_matrix = st.integers(2, 6).flatmap(lambda K: st.lists(st.lists(st.integers(0, 20), min_size=K, max_size=K), min_size=K, max_size=K))
+
+
+@settings(max_examples=80, deadline=None)
+@given(nonneg_matrix)
+def test_symmetry_is_matched_fraction(rows):
+    Fm = torch.tensor(rows, dtype=torch.float64); K = len(rows)
+    num = sum(2 * min(rows[i][j], rows[j][i]) for i in range(K) for j in range(i + 1, K))
+    den = sum(rows[i][j] + rows[j][i] for i in range(K) for j in range(i + 1, K))
+    s = forgetting_symmetry(Fm)
+    if den == 0: assert math.isnan(s)
+    else:
+        assert 0 <= s <= 1 and math.isclose(s, num / den, rel_tol=1e-12)
+        assert math.isclose(forgetting_symmetry(Fm.T), s) and math.isclose(forgetting_symmetry(Fm + Fm.T), 1.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(nonneg_matrix, st.floats(0.05, 1.0))
+def test_sparsity_is_the_smallest_covering_set(rows, mass):
+    K = len(rows)
+    v = sorted((rows[i][j] for i in range(K) for j in range(K) if i != j), reverse=True)
+    s = forgetting_sparsity(torch.tensor(rows), mass)
+    if sum(v) == 0: assert math.isnan(s); return
+    k = round(s * K * (K - 1))
+    assert sum(v[:k]) >= mass * sum(v) * (1 - 1e-9)                 # k directions suffice ...
+    assert k == 1 or sum(v[:k - 1]) < mass * sum(v)                 # ... and k − 1 do not
+    assert forgetting_sparsity(torch.tensor(rows), min(1.0, mass + 0.1)) >= s
+
+
+def test_sparsity_hand_cases():
+    one = torch.zeros(4, 4); one[2, 1] = 5
+    assert forgetting_sparsity(one) == pytest.approx(1 / 12)
+    assert forgetting_sparsity(torch.ones(4, 4), 0.5) == pytest.approx(6 / 12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(nonneg_matrix, st.floats(0, 5), st.data())
+def test_forgetting_pairs_is_a_distribution(rows, s, data):
+    K = len(rows)
+    can = data.draw(st.lists(st.booleans(), min_size=K, max_size=K).filter(any))
+    P = forgetting_pairs(torch.tensor(rows), can_anchor=can, smoothing=s)
+    assert P.dtype == torch.float64 and (P >= 0).all() and abs(float(P.sum()) - 1) < 1e-12
+    assert not P.diag().any()
+    Fm = torch.tensor(rows, dtype=torch.float64)
+    for i in range(K):
+        if not can[i]: assert not P[i].any(); continue
+        assert math.isclose(float(P[i].sum()), 1 / sum(can), rel_tol=1e-9)
+        w = torch.tensor([Fm[i, j] + s / (K - 1) if j != i else 0. for j in range(K)], dtype=torch.float64)
+        if w.sum() > 0: torch.testing.assert_close(P[i] * sum(can), w / w.sum())
+
+
+def test_forgetting_pairs_hand_case_and_errors():
+    Fm = torch.tensor([[0., 6., 2.], [0., 0., 0.], [3., 1., 0.]])
+    P = forgetting_pairs(Fm, smoothing=2.0)                          # one pseudo-event per direction (K − 1 = 2)
+    torch.testing.assert_close(P[0], torch.tensor([0., 7 / 10, 3 / 10], dtype=torch.float64) / 3)
+    torch.testing.assert_close(P[1], torch.tensor([1 / 2, 0., 1 / 2], dtype=torch.float64) / 3)
+    torch.testing.assert_close(P[2], torch.tensor([4 / 6, 2 / 6, 0.], dtype=torch.float64) / 3)
+    with pytest.raises(ValueError, match='non-negative'): forgetting_pairs(-Fm)
+    with pytest.raises(ValueError, match='K×K'): forgetting_pairs(torch.ones(2, 3))
+    with pytest.raises(ValueError, match='at least one'): forgetting_pairs(Fm, can_anchor=[0, 0, 0])
+
+
+# ---------------------------------------------------------------- EL2N, GraNd, hard pools
+
+def test_el2n_by_hand():
+    logits = torch.tensor([[0., math.log(3.)], [5., 5.]]); y = torch.tensor([1, 0])
+    # p = (1/4, 3/4): error (1/4, −1/4); p = (1/2, 1/2): error (−1/2, 1/2)
+    torch.testing.assert_close(el2n(logits, y), torch.tensor([math.sqrt(2) / 4, math.sqrt(2) / 2]))
+
+
+def _loop_grand(m, x, y):
+    out = []
+    for xi, yi in zip(x, y):
+        gs = torch.autograd.grad(F.cross_entropy(m(xi[None]), yi[None]), [p for p in m.parameters() if p.requires_grad])
+        out.append(torch.sqrt(sum((g.double() ** 2).sum() for g in gs)))
+    return torch.stack(out).float()
+
+
+def test_grand_matches_per_sample_autograd():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 7), nn.ReLU(), nn.Linear(7, 3))
+    x, y = torch.randn(9, 4), torch.randint(0, 3, (9,))
+    torch.testing.assert_close(grand(net, x, y, batch_size=4), _loop_grand(net, x, y), rtol=1e-5, atol=1e-6)
+    net[0].weight.requires_grad_(False)                               # frozen parameters are not scored
+    torch.testing.assert_close(grand(net, x, y), _loop_grand(net, x, y), rtol=1e-5, atol=1e-6)
+
+
+def test_grand_on_a_cnn_with_batchnorm_uses_eval_mode_and_restores_it():
+    torch.manual_seed(0)
+    cnn = SmallCNN(3, 1, width=4)
+    cnn.train(); cnn(torch.randn(16, 1, 8, 8))                        # move BN statistics away from their init
+    x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 3, (5,))
+    stats = copy.deepcopy(cnn.state_dict())
+    g = grand(cnn, x, y)
+    assert cnn.training
+    ref = copy.deepcopy(cnn).eval()
+    torch.testing.assert_close(g, _loop_grand(ref, x, y), rtol=1e-4, atol=1e-6)
+    assert all(torch.equal(v, stats[k]) for k, v in cnn.state_dict().items())
+
+
+def test_grand_head_is_grand_of_a_linear_layer():
+    torch.manual_seed(2)
+    head, f, y = nn.Linear(5, 4), torch.randn(11, 5) * 3, torch.randint(0, 4, (11,))
+    with torch.no_grad(): z = head(f)
+    torch.testing.assert_close(grand_head(f, z, y), grand(head, f, y), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grand_head(f, z, y), el2n(z, y) * torch.sqrt((f ** 2).sum(1) + 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=40), st.integers(1, 100))
+def test_hardest_picks_the_top_ceil_eta_n(values, pct):
+    eta = pct / 100
+    s = torch.tensor(values, dtype=torch.float32)
+    m = hardest(s, eta)
+    k = math.ceil(Fraction(pct, 100) * len(values))                   # exact arithmetic
+    assert int(m.sum()) == k
+    if k < len(values): assert s[m].min() >= s[~m].max()
+    # ties go to the smaller index: among equal scores at the cut, selected indices precede unselected ones
+    cut = s[m].min()
+    sel, uns = torch.where(m & (s == cut))[0], torch.where(~m & (s == cut))[0]
+    if len(uns): assert sel.max() < uns.min()
+
+
+def test_hardest_rejects_bad_eta():
+    for bad in (0, 0.0, -0.5, 1.01, float('nan'), True, None):
+        with pytest.raises(ValueError, match=r'\(0, 1\]'): hardest(torch.rand(5), bad)
+    with pytest.raises(ValueError, match='NaN'): hardest(torch.tensor([0.1, float('nan')]), 0.5)
+
+
+# ---------------------------------------------------------------- deciles and heat maps
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 30), st.integers(0, 10**6))
+def test_score_deciles_equal_groups(m, seed):
+    s = torch.rand(10 * m, generator=torch.Generator().manual_seed(seed))
+    d = score_deciles(s)
+    assert torch.bincount(d, minlength=10).tolist() == [m] * 10
+    order = torch.argsort(s)
+    assert (d[order].diff() >= 0).all()                               # higher score, higher decile
+
+
+def test_decile_heatmap_matches_pandas_groupby():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(500, generator=g)
+    a, b, v = torch.randn(3000, generator=g), torch.randn(3000, generator=g), torch.randn(3000, generator=g)
+    M = decile_heatmap(a, b, v, reference=ref)
+    edges = np.quantile(ref.numpy().astype(np.float64), np.arange(1, 10) / 10)
+    df = pd.DataFrame(dict(da=np.searchsorted(edges, a.double().numpy(), side='right'),
+                           db=np.searchsorted(edges, b.double().numpy(), side='right'), v=v.double().numpy()))
+    exp = np.full((10, 10), np.nan)
+    for (i, j), val in df.groupby(['da', 'db']).v.mean().items(): exp[i, j] = val
+    np.testing.assert_allclose(M.numpy(), exp, rtol=1e-12, equal_nan=True)
+
+
+# ---------------------------------------------------------------- Carratino et al. regularisers
+
+def test_theta_moments():
+    assert theta_moments(alpha=1.0) == pytest.approx((0.75, 1 / 48), abs=1e-12)
+    lam = np.random.default_rng(1).beta(2.0, 2.0, 500_000); th = np.maximum(lam, 1 - lam)
+    assert theta_moments(alpha=2.0) == pytest.approx((th.mean(), th.var()), abs=1e-3)
+    assert theta_moments(lam=(0.6, 1.0)) == pytest.approx((0.8, 0.16 / 12))
+    with pytest.raises(ValueError, match='exactly one'): theta_moments(alpha=1.0, lam=(0.6, 1))
+
+
+def _enum(X, Yd, i, thetas):
+    "Exact (δ, ε) over equally likely θ values and every partner j, with the expected mix point."
+    mt = sum(thetas) / len(thetas)
+    xt, yt = mt * X[i] + (1 - mt) * X.mean(0), mt * Yd[i] + (1 - mt) * Yd.mean(0)
+    xs = torch.cat([t * X[i] + (1 - t) * X for t in thetas]); ys = torch.cat([t * Yd[i] + (1 - t) * Yd for t in thetas])
+    return xt, yt, xs - xt, ys - yt, xs, ys
+
+
+@pytest.mark.parametrize('n,d', [(25, 3), (6, 10)])          # (6, 10): Σxx is singular, pseudo-inverses needed
+def test_r1_plus_r3_is_the_jacobian_part_of_the_expansion(n, d):
+    torch.manual_seed(n)
+    K, thetas = 4, (0.6, 0.9)
+    X, Y = torch.randn(n, d, dtype=torch.float64), torch.randint(0, K, (n,))
+    W, c = torch.randn(K, d, dtype=torch.float64), torch.randn(K, dtype=torch.float64)
+    lin = lambda x: x @ W.T + c
+    r = mixup_regularisers(lin, X, Y, (0.75, 0.0225), chunk=4)
+    assert torch.allclose(r['R2'], torch.zeros(n, dtype=torch.float64), atol=1e-12)
+    assert (r['R1'] >= -1e-10).all() and (r['R3'] <= 1e-10).all()
+    Yd = F.one_hot(Y, K).double()
+    for i in range(n):
+        xt, yt, dl, ep, *_ = _enum(X, Yd, i, thetas)
+        S = lin(xt).softmax(-1); H = torch.diag(S) - torch.outer(S, S)
+        Wd = dl @ W.T
+        direct = (0.5 * ((Wd @ H) * Wd).sum(1) - (ep * Wd).sum(1)).mean()
+        torch.testing.assert_close(r['R1'][i] + r['R3'][i], direct, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(r['loss'][i], -(yt * lin(xt).log_softmax(-1)).sum())
+        Q = ep.T @ dl / len(dl) @ torch.linalg.pinv(dl.T @ dl / len(dl), hermitian=True) @ dl.T @ ep / len(dl)
+        torch.testing.assert_close(r['R3_note'][i], -0.5 * (Q * H).sum(), rtol=1e-6, atol=1e-9)
+
+
+def test_approximate_mixup_loss_is_third_order_accurate():
+    torch.manual_seed(3)
+    n, d, K, thetas = 20, 2, 3, (0.55, 0.85)
+    X, Y = torch.randn(n, d, dtype=torch.float64), torch.randint(0, K, (n,))
+    mlp = nn.Sequential(nn.Linear(d, 5), nn.Tanh(), nn.Linear(5, K)).double()
+    def err(s):
+        Xs, Ys = X * s, (1 - s) / K + s * F.one_hot(Y, K).double()
+        r = mixup_regularisers(mlp, Xs, Ys, (0.7, 0.0225), idx=[0, 5])
+        out = []
+        for k, i in enumerate((0, 5)):
+            *_, xs, ys = _enum(Xs, Ys, i, thetas)
+            with torch.no_grad(): exact = float(-(ys * mlp(xs).log_softmax(-1)).sum(-1).mean())
+            full = float(r['loss'][k] + r['R1'][k] + r['R2'][k] + r['R3'][k])
+            out.append((abs(exact - full), abs(exact - full + float(r['R2'][k]))))
+        return np.array(out)
+    e1, e2 = err(0.01), err(0.005)
+    order = np.log2(e1 / e2)
+    assert (order[:, 0] > 2.8).all(), order        # remainder O(s³)
+    assert (order[:, 1] < 2.3).all(), order        # without R2: O(s²)
+
+
+def test_mixup_regularisers_options():
+    torch.manual_seed(4)
+    n, d, K = 12, 3, 3
+    X, Y = torch.randn(n, d, dtype=torch.float64), torch.randint(0, K, (n,))
+    W = torch.randn(K, d, dtype=torch.float64)
+    lin = lambda x: x @ W.T
+    th = theta_moments(lam=(0.6, 1.0))
+    base = mixup_regularisers(lin, X, Y, th)
+    same = mixup_regularisers(lin, X, F.one_hot(Y, K).double(), th, partners=(X, Y), idx=[2, 7])
+    for k in ('R1', 'R3', 'loss'): torch.testing.assert_close(same[k], base[k][[2, 7]])
+    nolab = mixup_regularisers(lin, X, Y, th, mix_labels=False)      # SelMix: ε = 0
+    assert torch.equal(nolab['R3'], torch.zeros(n, dtype=torch.float64))
+    m, v = th; a = X - X.mean(0); Sxx = a.T @ a / n
+    for i in (0, 5):
+        xt = m * X[i] + (1 - m) * X.mean(0)
+        S = lin(xt).softmax(-1); H = torch.diag(S) - torch.outer(S, S)
+        Sig = v * torch.outer(a[i], a[i]) + (v + (1 - m) ** 2) * Sxx
+        torch.testing.assert_close(nolab['R1'][i], 0.5 * (Sig * (W.T @ H @ W)).sum())
+        torch.testing.assert_close(nolab['loss'][i], -lin(xt).log_softmax(-1)[Y[i]])
+
+
+# ---------------------------------------------------------------- λ schedules
+
+def test_uniform_schedule_reproduces_the_pipeline_draw():
+    for a, b in [(0.6, 1.0), (0.5, 0.7)]:
+        g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+        sch = lam_schedule('uniform', a=a, b=b) if (a, b) != (0.6, 1.0) else lam_schedule('uniform')
+        for step in (0, 17):
+            got = sch.sample(step, 50, 64, g1)
+            assert torch.equal(got, torch.empty(64, dtype=torch.float64).uniform_(a, b, generator=g2).float())
+            assert got.dtype == torch.float32 and a <= float(got.min()) and float(got.max()) <= b
+        assert sch.mean(3, 50) == pytest.approx((a + b) / 2)
+
+
+@pytest.mark.parametrize('name,kw', [('sine', {}), ('sine', dict(zeta=0.3)), ('tanh', {}), ('tanh', dict(zeta=6.0)),
+                                     ('tanh', dict(start=0.9, end=0.6))])
+def test_scheduled_lam_endpoints_and_monotone(name, kw):
+    sch = lam_schedule(name, **kw)
+    start, end = kw.get('start', 1.0), kw.get('end', 0.5)
+    for total in (2, 7, 1000):
+        vals = [sch.mean(s, total) for s in range(total)]
+        assert vals[0] == pytest.approx(start, abs=1e-12) and vals[-1] == pytest.approx(end, abs=1e-12)
+        assert all(b <= a + 1e-15 for a, b in zip(vals, vals[1:]))
+        assert all(end - 1e-12 <= v <= start + 1e-12 for v in vals)
+    s = sch.sample(3, 7, 5, torch.Generator().manual_seed(0))
+    assert s.shape == (5,) and s.dtype == torch.float32 and torch.allclose(s, torch.full((5,), sch.mean(3, 7)))
+
+
+def test_schedule_formulas_at_midpoint():
+    assert lam_schedule('sine').mean(2, 5) == pytest.approx(1 - 0.5 * math.sin(math.pi / 4))
+    assert lam_schedule('sine', zeta=0.5).mean(2, 5) == pytest.approx(1 - 0.5 * math.sin(math.pi / 8) / math.sin(math.pi / 4))
+    assert lam_schedule('tanh', zeta=2.0).mean(2, 5) == pytest.approx(1 - 0.5 * math.tanh(1.0) / math.tanh(2.0))
+    assert lam_schedule('tanh', zeta=8.0).mean(2, 5) < lam_schedule('tanh', zeta=1.0).mean(2, 5)   # larger ζ: hard sooner
+    assert lam_schedule('constant', c=0.7).mean(0, 1) == 0.7 and lam_schedule('constant').mean(9, 10) == 0.8
+    assert lam_schedule('sine').mean(0, 1) == pytest.approx(0.5)     # a single step is the last step
+
+
+def test_schedule_errors_name_the_valid_choices():
+    assert LAM_SCHEDULES == ('constant', 'uniform', 'sine', 'tanh')
+    with pytest.raises(ValueError, match='constant, uniform, sine, tanh'): lam_schedule('beta')
+    with pytest.raises(ValueError, match='takes c'): lam_schedule('constant', zeta=1.0)
+    with pytest.raises(ValueError, match='a <= b'): lam_schedule('uniform', a=0.9, b=0.6)
+    with pytest.raises(ValueError, match='zeta'): lam_schedule('tanh', zeta=0.0)
+    with pytest.raises(ValueError, match=r'\[0, 10\)'): lam_schedule('tanh').mean(10, 10)
+    with pytest.raises(ValueError, match='total'): lam_schedule('uniform').sample(0, 0, 3)
+
+
+# ---------------------------------------------------------------- RegMixUp
+
+def test_regmixup_loss_by_hand():
+    torch.manual_seed(0)
+    zc, zm = torch.randn(6, 4), torch.randn(5, 4)
+    y, ya, yb = torch.randint(0, 4, (6,)), torch.randint(0, 4, (5,)), torch.randint(0, 4, (5,))
+    lam = torch.rand(5)
+    lp = zm.log_softmax(-1)
+    hand = -zc.log_softmax(-1)[torch.arange(6), y].mean() - (lam * lp[torch.arange(5), ya] + (1 - lam) * lp[torch.arange(5), yb]).mean()
+    torch.testing.assert_close(regmixup_loss(zc, y, zm, ya, yb, lam), hand)
+    hand_sel = -zc.log_softmax(-1)[torch.arange(6), y].mean() - 2.0 * lp[torch.arange(5), ya].mean()
+    torch.testing.assert_close(regmixup_loss(zc, y, zm, ya, yb, lam, mix_labels=False, weight=2.0), hand_sel)
+
+
+# ---------------------------------------------------------------- warm-up collection
+
+@pytest.fixture(scope='module')
+def tiny():
+    g = torch.Generator().manual_seed(0)
+    split = Split(x=torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g),
+                  y=torch.randint(0, 4, (64,), generator=g), idx=torch.arange(64))
+    torch.manual_seed(0)
+    return split, SmallCNN(4, 1, width=4)
+
+
+def test_collect_forgetting_counts_and_leaves_model_and_rng_alone(tiny):
+    split, model = tiny
+    before = copy.deepcopy(model.state_dict())
+    aug, ev = Augment([0.5], [0.25], weak=True, flip=False), Augment([0.5], [0.25])
+    rng = torch.get_rng_state()
+    tr = collect_forgetting(model, split, aug, steps=40, lr=0.2, batch_size=16, every=4, seed=3, prepare=ev)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert tr.evaluations == 10 and tr.num_samples == 64 and tr.num_classes == 4
+    assert int(tr.matrix.sum()) == int(tr.per_sample.sum()) > 0 and not tr.matrix.diag().any()
+    again = collect_forgetting(model, split, aug, steps=40, lr=0.2, batch_size=16, every=4, seed=3, prepare=ev)
+    assert torch.equal(again.per_sample, tr.per_sample) and torch.equal(again.matrix, tr.matrix)
+    other = collect_forgetting(model, split, aug, steps=40, lr=0.2, batch_size=16, every=4, seed=4, prepare=ev)
+    assert not torch.equal(other.per_sample, tr.per_sample)
+    assert collect_forgetting(model, split, aug, steps=3, every=5).evaluations == 0
+
+
+def test_collect_forgetting_refuses_bad_input(tiny):
+    split, model = tiny
+    f = lambda x: x.float() / 255
+    with pytest.raises(ValueError, match='labeled split'): collect_forgetting(model, Split(split.x, None, split.idx), f, 5)
+    with pytest.raises(ValueError, match='every'): collect_forgetting(model, split, f, 5, every=0)
+    with pytest.raises(ValueError, match='lr'): collect_forgetting(model, split, f, 5, lr=0)
