@@ -90,7 +90,7 @@ def _ablation(objective):
 _VAL_LAM = dict(lam_schedule='tanh', loss='regmixup')   # the λ schedule chosen on validation in the valuation notebook
 _VAL_OBJ = ['min_recall', 'mean_recall', 'mean_recall_min_coverage']
 def _valuation(**lam):
-    return [dict(dataset='mnist_lt', policy='selmix', objective=_VAL_OBJ, seed=SEEDS, **lam),
+    return [dict(dataset='mnist_lt', policy='selmix', protocol='paper', objective=_VAL_OBJ, seed=SEEDS, **lam),   # = ablation's paper runs
             dict(dataset='mnist_lt', policy=['forgetting', 'hard_pool', 'uniform'], objective='mean_recall', seed=SEEDS, **lam)]
 
 GRIDS = dict(
@@ -429,7 +429,8 @@ def slurm_parameters(jobs:list, # `ClusterJob`s submitted together (see `SweepPl
               gpus_per_node=r['gpus'], tasks_per_node=r['tasks'], cpus_per_task=r['cpus'], mem_gb=r['mem'],
               slurm_array_parallelism=array_parallelism)
     if r.get('partition'): kw['slurm_partition'] = r['partition']
-    if dependency: kw['slurm_additional_parameters'] = dict(dependency=f'afterok:{dependency}')
+    # always set: submitit keeps parameters between submissions, and an old dependency must not leak into the next
+    kw['slurm_additional_parameters'] = dict(dependency=f'afterok:{dependency}') if dependency else {}
     return kw
 
 def sbatch_script(jobs:list, # `ClusterJob`s submitted together

@@ -27,7 +27,7 @@ def data(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the real smoke grid, submitit's local executor
 def test_smoke_grid_through_submitit_local(data, tmp_path):
-    res = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=2)
+    res = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=3)   # the 3 runs at once
     assert res.failed == [] and sorted(res.done) == sorted(S.point_id(p) for p in expand_grid(GRIDS['smoke']))
     rec = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
     assert rec['executor'] == 'submitit-local' and len(rec['jobs']) == 1         # one shared pre-training job
@@ -40,7 +40,7 @@ def test_smoke_grid_through_submitit_local(data, tmp_path):
     assert len({t['job_id'] for t in rec['points'].values()} | {pre['job_id']}) == 4
     final = torch.load(Path(pre['result']['checkpoint']) / 'final.pt', weights_only=False)
     assert final['trained_by']['pid'] == pre['result']['pid']                    # trained by the job, not by a run
-    again = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=2)   # resubmission
+    again = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=3)   # resubmission
     assert sorted(again.skipped) == sorted(res.done) and again.done == [] and again.failed == []
     rec2 = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
     assert rec2['jobs'] == [] and rec2['points'] == {}                          # nothing was submitted
@@ -62,13 +62,16 @@ def test_debug_executor_waits_for_the_shared_pretraining(tmp_path, monkeypatch):
     nb, calls = _notebook(tmp_path / 'nb.ipynb'), []
     monkeypatch.setattr(S.PretrainJob, '__call__', lambda self, point, notebook=None, threads=None:
                         calls.append(__import__('time').time()) or dict(pretrain_hash='h', pid=os.getpid()))
-    grid = dict(objective=['a', 'b', 'bad'], seed=[0, 1])   # seed 0 and seed 1: two pre-trainings, three runs each
+    grid = [dict(objective=['a', 'bad'], seed=0), dict(objective='a', seed=[1, 2])]   # seed 0 shares a pre-training
     res = run_sweep(grid, name='g', runs_dir=tmp_path, notebook=nb, executor='debug', workers=2)
-    assert len(calls) == 2 and sorted(res.done) == sorted(f'objective={o}__seed={s}' for o in 'ab' for s in (0, 1))
-    assert sorted(f['id'] for f in res.failed) == ['objective=bad__seed=0', 'objective=bad__seed=1']
+    assert len(calls) == 1 and sorted(res.done) == ['objective=a__seed=0', 'objective=a__seed=1', 'objective=a__seed=2']
+    assert [f['id'] for f in res.failed] == ['objective=bad__seed=0']
+    rec = json.loads((tmp_path / 'g' / 'sweep.json').read_text())
+    assert rec['points']['objective=a__seed=0']['after'] == rec['jobs'][0]['job']          # seed 0's runs wait for it
+    assert rec['points']['objective=a__seed=1']['after'] is None                           # a lone point pre-trains itself
     assert all("KeyError: 'bad objective'" in f['error'] and f['log'] for f in res.failed)
     assert "(log: " in res.summary()
-    first_run = min(json.loads((tmp_path / 'g' / d / 'metrics.json').read_text())['config']['t'] for d in res.done)
+    first_run = min(json.loads((tmp_path / 'g' / d / 'metrics.json').read_text())['config']['t'] for d in res.done[:1])
     assert max(calls) < first_run                                        # pre-training ended before any run started
 
 
@@ -105,6 +108,7 @@ def test_paper_table2_plan_and_slurm_parameters(tmp_path):
     kw = slurm_parameters(subs[1], dependency='4242_3')
     assert (kw['gpus_per_node'], kw['timeout_min'], kw['slurm_partition'], kw['tasks_per_node']) == (1, 240, 'gpu', 1)
     assert kw['slurm_additional_parameters'] == {'dependency': 'afterok:4242_3'}
+    assert slurm_parameters(subs[0])['slurm_additional_parameters'] == {}   # reset: no dependency left from a previous array
     import submitit   # submitit itself accepts these names (it validates slurm_* parameters on any executor)
     submitit.AutoExecutor(folder=tmp_path / 'x', cluster='debug').update_parameters(**kw)
     s0 = sbatch_script(subs[0], tmp_path / 'jobs')
@@ -130,3 +134,21 @@ def test_plan_cli_prints_scripts_and_submits_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count('#!/bin/bash') == 1 + 2 * len(SEEDS) and '#SBATCH --partition=a100' in out
     assert not (tmp_path / 'paper_table2').exists()
+
+
+def test_slurm_submission_with_a_fake_sbatch(tmp_path, monkeypatch):
+    "The real Slurm path of submitit against stand-in `sbatch`/`srun`: the scripts it submits carry the dependencies."
+    bin_ = tmp_path / 'bin'; bin_.mkdir()
+    (bin_ / 'srun').write_text('#!/bin/sh\nexit 0\n')
+    (bin_ / 'sbatch').write_text('#!/bin/sh\nn=$(cat "$0.n" 2>/dev/null || echo 100); echo $((n + 1)) > "$0.n"\n'
+                                 'cp "$1" "$(dirname "$0")/submitted_$n.sh"\necho "Submitted batch job $n"\n')
+    for f in ('srun', 'sbatch'): (bin_ / f).chmod(0o755)
+    monkeypatch.setenv('PATH', f"{bin_}:{os.environ['PATH']}")
+    res = run_sweep('smoke', executor='slurm', runs_dir=tmp_path / 'runs', partition='cpu')
+    assert res.done == [] and res.failed == [] and len(res.submitted) == 3 and 'resubmit' in res.summary()
+    scripts = [(bin_ / f'submitted_{n}.sh').read_text() for n in (100, 101)]
+    assert '#SBATCH --partition=cpu' in scripts[0] and 'dependency' not in scripts[0]      # the pre-training
+    assert '#SBATCH --dependency=afterok:100' in scripts[1] and '#SBATCH --array=0-2%3' in scripts[1]
+    rec = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
+    assert rec['jobs'][0]['job_id'] == '100' and {t['job_id'] for t in rec['points'].values()} == {'101_0', '101_1', '101_2'}
+    assert all(t['state'] == 'SUBMITTED' for t in rec['points'].values())

@@ -53,12 +53,14 @@ def test_parse_param_types():
     with pytest.raises(ValueError, match='key=value'): parse_param('seed=')
 
 def test_ready_made_grids_name_valid_settings():
+    from selmix.finetune import POLICIES
+    from selmix.sweep import SEEDS
     for name, g in GRIDS.items():
         for p in expand_grid(g):
-            assert p['objective'] in OBJECTIVES and p['policy'] in ('selmix', 'uniform', 'greedy'), (name, p)
-            assert p['s'] > 0
+            assert p['objective'] in OBJECTIVES and p['policy'] in POLICIES, (name, p)
+            assert p.get('s', 1) > 0, (name, p)
     emb = expand_grid(GRIDS['embedded'])
-    assert {p['dataset'] for p in emb} == {'mnist_lt'} and {p['seed'] for p in emb} == {0, 1, 2}
+    assert {p['dataset'] for p in emb} == {'mnist_lt'} and {p['seed'] for p in emb} == set(SEEDS)
     assert {p['policy'] for p in emb} == {'selmix', 'uniform', 'greedy'} and len({p['s'] for p in emb}) >= 3
     t2 = expand_grid(GRIDS['paper_table2'])
     assert {(p['dataset'], p['objective']) for p in t2} >= {('cifar10_lt', 'min_recall'), ('cifar100_lt', 'min_ht_recall')}
