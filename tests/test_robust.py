@@ -87,13 +87,14 @@ def test_sigkilled_holder_neither_blocks_nor_corrupts(two_runs, tmp_path):
     assert 5 <= step < 20
     with locked(ck, timeout=5): pass                            # the dead holder's lock is gone
     os.environ['SELMIX_DATA'] = str(root)
+    threads = torch.get_num_threads()
     try:
         bench = load_benchmark('mnist_lt', seed=0)
         cfg = P.pretrain_config('mnist_lt', method='la', steps=20, eval_every=10, ckpt_every=5, batch_size=16)
         ran = []
-        orig = P.pretrain
+        torch.set_num_threads(1)   # as the children (OMP_NUM_THREADS=1): the same float summation order
         model = P.pretrain(bench, cfg, 'cpu', ck, progress=False, on_step=lambda s, _: ran.append(s))
-    finally: os.environ.pop('SELMIX_DATA')
+    finally: os.environ.pop('SELMIX_DATA'); torch.set_num_threads(threads)
     assert ran == list(range(step + 1, 21))                     # resumed where the killed run had saved
     ref = weights[0]
     assert all(torch.equal(model.state_dict()[k], ref[k]) for k in ref)   # same weights as the uninterrupted runs
