@@ -10,8 +10,8 @@ import numpy as np, pandas as pd
 from scipy import stats
 
 # %% auto #0
-__all__ = ['REPORTED', 'POINT_KEYS', 'TARGETS', 'paired_interval', 'run_row', 'load_run_table', 'point_params', 'flip_label',
-           'ablation_table']
+__all__ = ['REPORTED', 'POINT_KEYS', 'TARGETS', 'paired_interval', 'run_row', 'load_run_table', 'export_run_table',
+           'point_params', 'flip_label', 'ablation_table']
 
 # %% ../nbs/11_ablation.ipynb #1178ba6f
 def paired_interval(diffs, # per-seed differences (flipped − base), NaNs dropped
@@ -37,6 +37,8 @@ def run_row(m:dict)->dict:
     for stage, pre in (('pretrained', 'pre_'), ('finetuned', ''), ('finetuned_last', 'last_')):
         rep = m.get(stage) or (m.get('finetuned') if stage == 'finetuned_last' else None)   # no leak: last = returned
         for k in REPORTED: row[pre + k] = float(rep[k]) if rep else np.nan
+    val = m.get('finetuned_val') or {}   # validation of the fine-tuned model: what choices may be made on
+    for k in ('min_recall', 'mean_recall', 'min_coverage'): row['val_' + k] = float(val[k]) if k in val else np.nan
     return row
 
 def load_run_table(runs_dir, # folder searched recursively for metrics.json
@@ -45,6 +47,17 @@ def load_run_table(runs_dir, # folder searched recursively for metrics.json
     rows = [run_row(json.loads(f.read_text())) | dict(run=f.parent.name) for f in sorted(Path(runs_dir).rglob('metrics.json'))]
     if not rows: raise FileNotFoundError(f"no metrics.json under {runs_dir}")
     return pd.DataFrame(rows)
+
+def export_run_table(runs_dir, # a sweep's folder, e.g. runs/ablation
+                     out_csv, # destination, e.g. data/results/ablation_runs.csv
+                    )->pd.DataFrame:
+    "Store `load_run_table(runs_dir)` as CSV, with the machine where the run did not record one."
+    from selmix.finetune import machine_description
+    df = load_run_table(runs_dir)
+    if 'machine' not in df: df['machine'] = None
+    df['machine'] = df['machine'].fillna(machine_description())
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True); df.to_csv(out_csv, index=False)
+    return df
 
 # %% ../nbs/11_ablation.ipynb #a6fd68fd
 POINT_KEYS = ('dataset', 'objective', 'policy', 'protocol', 'seed', 'finetune_steps')   # what every ablation point names

@@ -274,13 +274,21 @@ def _progress(step, total)->float:
     if int(step) != step or not 0 <= step < total: raise ValueError(f"step must be an int in [0, {total}), got {step!r}")
     return 1.0 if total == 1 else step / (total - 1)
 
+class _Deterministic:
+    "A schedule whose n weights at a step are all its mean."
+    def sample(self, step:int, total:int, n:int, generator=None)->Tensor:
+        return torch.full((n,), self.mean(step, total), dtype=torch.float32)
+
+class _EasyToHard(_Deterministic):
+    "λ(t) = start − (start − end)·shape(t), shape rising from 0 at t = 0 to 1 at t = 1."
+    def mean(self, step:int, total:int)->float:
+        return self.start - (self.start - self.end) * self._shape(_progress(step, total))
+
 @dataclass(frozen=True)
-class ConstantLam:
+class ConstantLam(_Deterministic):
     "λ = c at every step."
     c:float=0.8
     def mean(self, step:int, total:int)->float: _progress(step, total); return self.c
-    def sample(self, step:int, total:int, n:int, generator=None)->Tensor:
-        return torch.full((n,), self.mean(step, total), dtype=torch.float32)
 
 @dataclass(frozen=True)
 class UniformLam:
@@ -293,28 +301,20 @@ class UniformLam:
         return torch.empty(n, dtype=torch.float64).uniform_(self.a, self.b, generator=generator).float()
 
 @dataclass(frozen=True)
-class SineLam:
+class SineLam(_EasyToHard):
     "λ(t) = start − (start − end)·sin(ζπt/2)/sin(ζπ/2): easy → hard."
     zeta:float=1.0
     start:float=1.0
     end:float=0.5
-    def mean(self, step:int, total:int)->float:
-        t = _progress(step, total)
-        return self.start - (self.start - self.end) * math.sin(self.zeta * math.pi * t / 2) / math.sin(self.zeta * math.pi / 2)
-    def sample(self, step:int, total:int, n:int, generator=None)->Tensor:
-        return torch.full((n,), self.mean(step, total), dtype=torch.float32)
+    def _shape(self, t): return math.sin(self.zeta * math.pi * t / 2) / math.sin(self.zeta * math.pi / 2)
 
 @dataclass(frozen=True)
-class TanhLam:
+class TanhLam(_EasyToHard):
     "λ(t) = start − (start − end)·tanh(ζt)/tanh(ζ): easy → hard, reaching the hard end sooner for larger ζ."
     zeta:float=2.0
     start:float=1.0
     end:float=0.5
-    def mean(self, step:int, total:int)->float:
-        t = _progress(step, total)
-        return self.start - (self.start - self.end) * math.tanh(self.zeta * t) / math.tanh(self.zeta)
-    def sample(self, step:int, total:int, n:int, generator=None)->Tensor:
-        return torch.full((n,), self.mean(step, total), dtype=torch.float32)
+    def _shape(self, t): return math.tanh(self.zeta * t) / math.tanh(self.zeta)
 
 _LAM = {'constant': ConstantLam, 'uniform': UniformLam, 'sine': SineLam, 'tanh': TanhLam}
 
