@@ -10,7 +10,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
 import selmix.sweep as S
-from selmix.data import data_root
+from selmix.core import data_root
 from selmix.sweep import (GRIDS, SEEDS, expand_grid, job_resources, main, plan_sweep, run_sweep, sbatch_script,
                           slurm_parameters)
 

@@ -7,9 +7,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from selmix.data import (DATASETS, Augment, atomic_save, benchmark_from_arrays, check_disjoint, data_root,
-                         load_benchmark, load_split_file, long_tailed_counts, lt_ssl_indices, random_translate,
-                         resolve_device, seed_everything)
+from selmix.data import (DATASETS, Augment, benchmark_from_arrays, check_disjoint, load_benchmark, load_split_file, long_tailed_counts, lt_ssl_indices, random_translate)
+from selmix.core import atomic_save, data_root, resolve_device, seed_everything
 
 CIFAR10_Y = np.repeat(np.arange(10), 5000)     # the label layout of CIFAR-10's train set (5000 per class)
 
@@ -321,7 +320,7 @@ def test_resolve_device_cuda_indices(monkeypatch):
 # ---------------------------------------------------------------- atomic files, strict JSON, damaged files
 def _write_many(args):
     path, start, n = args
-    from selmix.data import atomic_write_json
+    from selmix.core import atomic_write_json
     for i in range(start, start + n): atomic_write_json({'writer': i, 'payload': list(range(200)), 's': float('inf')}, path)
     return n
 
@@ -338,7 +337,7 @@ def test_300_concurrent_writes_threads_and_processes(tmp_path):
 
 
 def test_json_safe_and_strict_files(tmp_path):
-    from selmix.data import atomic_write_json, json_safe
+    from selmix.core import atomic_write_json, json_safe
     nan, inf = float('nan'), float('inf')
     obj = {'a': [1.5, inf, (-inf, nan)], 'b': {'c': np.float64(inf), 'd': np.array([1.0, nan])}, 'e': torch.tensor([-inf]),
            'ok': [True, None, 'x', 3]}
@@ -352,7 +351,7 @@ def test_json_safe_and_strict_files(tmp_path):
 
 @pytest.mark.parametrize('content', [b'', b'{"seed": 0, "s', b'\x80\x81\xfe not text', b'[1, 2'])
 def test_read_json_names_a_damaged_file(tmp_path, content):
-    from selmix.data import read_json
+    from selmix.core import read_json
     f = tmp_path / 'config.json'; f.write_bytes(content)
     with pytest.raises(ValueError, match=f'run config {f} is damaged'): read_json(f, 'run config')
 
@@ -383,7 +382,7 @@ def test_damaged_digit_cache_is_rebuilt(tmp_path, damage):
 # ---------------------------------------------------------------- locks and output folders
 def test_locked_excludes_threads_and_is_reentrant(tmp_path):
     import threading, time
-    from selmix.data import locked
+    from selmix.core import locked
     inside, overlap = [0], []
     def work():
         for _ in range(5):
@@ -398,7 +397,7 @@ def test_locked_excludes_threads_and_is_reentrant(tmp_path):
 
 def test_locked_timeout_and_a_killed_holder(tmp_path):
     import signal, subprocess, sys, time
-    from selmix.data import locked
+    from selmix.core import locked
     child = subprocess.Popen([sys.executable, '-c', 'import sys, time; from selmix.data import locked\n'
                               f'with locked({str(tmp_path / "ck")!r}): print("holding", flush=True); time.sleep(60)'],
                              stdout=subprocess.PIPE, text=True)
@@ -414,7 +413,7 @@ def test_locked_timeout_and_a_killed_holder(tmp_path):
 
 def test_check_out_dir(tmp_path, monkeypatch):
     import selmix.data as d
-    from selmix.data import check_out_dir
+    from selmix.core import check_out_dir
     assert check_out_dir(tmp_path / 'a' / 'b') == tmp_path / 'a' / 'b' and os.listdir(tmp_path / 'a' / 'b') == []
     (tmp_path / 'f').write_text('x')
     with pytest.raises(ValueError, match=f"out_dir='{tmp_path / 'f'}' is an existing file"): check_out_dir(tmp_path / 'f')
@@ -466,7 +465,7 @@ def test_in_memory_pair_with_its_own_name(tmp_path):
 
 
 def test_pin_memory_decision_and_copies(monkeypatch):
-    from selmix.data import pin_memory_for, to_device
+    from selmix.core import pin_memory_for, to_device
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert not pin_memory_for(torch.device('cuda')) and not pin_memory_for(torch.device('cpu'))
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
@@ -478,7 +477,7 @@ def test_pin_memory_decision_and_copies(monkeypatch):
 
 @pytest.mark.parametrize('cut', ['empty', 'half', 'tail', 'text', 'no model'])
 def test_read_checkpoint_names_a_damaged_file(tmp_path, cut):
-    from selmix.data import DamagedFile, read_checkpoint
+    from selmix.core import DamagedFile, read_checkpoint
     f = atomic_save({'model': {'w': torch.randn(300)}, 'arch': 'small_cnn'}, tmp_path / 'final.pt')
     data = f.read_bytes()
     f.write_bytes({'empty': b'', 'half': data[:len(data) // 2], 'tail': data[:-7], 'text': b'{"a": 1}'}.get(cut, data))

@@ -22,7 +22,7 @@ def small():
 
 @pytest.fixture(scope='module')
 def model0(bench):
-    "A short logit-adjusted pre-training (the one 08_finetune and run.ipynb's smoke mode cache)."
+    "A short logit-adjusted pre-training (the one 10_finetune and run.ipynb's smoke mode cache)."
     return pretrained_model(bench, pretrain_config('mnist_lt', method='la', steps=100), 'cpu', progress=False).eval()
 
 def params_equal(a, b): return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

@@ -36,7 +36,7 @@ def test_softmax_pairs_matches_numpy(S, s, mask):
 @FAST
 @given(arrays(np.float64, (3, 3), elements=finite), st.floats(0, 30))
 def test_masked_softmax_agrees_with_gain_module(S, s):
-    from selmix.gain import selmix_distribution   # written independently in 01_gain
+    from selmix.gain import selmix_distribution   # written independently in 02_gain
     np.testing.assert_allclose(softmax_pairs(torch.from_numpy(S), s, True).numpy(),
                                selmix_distribution(torch.from_numpy(S), s).numpy(), atol=1e-9)
 

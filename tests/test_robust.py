@@ -72,7 +72,8 @@ def test_two_processes_one_trains_both_get_the_same_weights(two_runs):
 def test_sigkilled_holder_neither_blocks_nor_corrupts(two_runs, tmp_path):
     "SIGKILL a process in the middle of pre-training (it holds the lock); the next run resumes it, bit for bit."
     import selmix.pretrain as P
-    from selmix.data import load_benchmark, locked
+    from selmix.data import load_benchmark
+    from selmix.core import locked
     _, _, res, weights, _ = two_runs
     root = tmp_path / 'root'; root.mkdir()
     child = _start(tmp_path, root, 'killed', delay=0.3)
@@ -102,7 +103,7 @@ def test_sigkilled_holder_neither_blocks_nor_corrupts(two_runs, tmp_path):
 
 
 def test_lock_of_a_process_that_exited_without_releasing(tmp_path):
-    from selmix.data import locked
+    from selmix.core import locked
     code = ('import os; from selmix.data import locked\n'
             f'l = locked({str(tmp_path / "ck")!r}); l.__enter__(); print("held", flush=True); os._exit(3)')
     r = subprocess.run([sys.executable, '-c', code], env=_env(tmp_path), capture_output=True, text=True, timeout=60)

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from nbformat.v4 import new_code_cell, new_notebook
 
-from selmix.sweep import (GRIDS, aggregate, expand_grid, load_grid, load_runs, main, override, paper_results,
-                          parse_param, point_id, policy_table, run_sweep, runs_root, table2, cross_metric_table,
-                          target_metrics)
+from selmix.sweep import (GRIDS, aggregate, expand_grid, load_grid, load_runs, main, override, paper_results, parse_param, point_id, policy_table, run_sweep, table2, cross_metric_table, target_metrics)
+from selmix.core import runs_root
 from selmix.metrics import OBJECTIVES
 
 SEED_TEXT = Path('/work/shared/seeds/000_86e1f4c947da4c64.txt')
@@ -74,7 +73,7 @@ def test_load_grid_errors_and_override(tmp_path):
     with pytest.raises(ValueError, match='mapping'): load_grid(str(tmp_path/'bad.yaml'))
 
 def test_runs_root_does_not_depend_on_cwd(tmp_path, monkeypatch):
-    from selmix.data import data_root
+    from selmix.core import data_root
     a = runs_root(); monkeypatch.chdir(tmp_path); b = runs_root()
     assert a == b == Path(data_root()).resolve().parent/'runs'
 
