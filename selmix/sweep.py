@@ -82,7 +82,7 @@ def _ablation(objective):
     base = dict(dataset='mnist_lt', objective=objective, policy='selmix', protocol='released', seed=SEEDS)
     return [base, base | dict(protocol='paper')] + [base | {k: v} for k, v in _FLIPS.items() if k not in _NO_EFFECT[objective]]
 # Data-valuation policies against SelMix (issue: the seed-002 note): objective-agnostic policies need one run for every objective
-_VAL_LAM = dict(lam_schedule='constant', loss='regmixup')   # the best of the `schedules` grid on validation (14_valuation_study)
+_VAL_LAM = dict(lam_schedule='constant', loss='regmixup')   # the best of the `schedules` grid on validation (15_valuation_study)
 _VAL_OBJ = ['min_recall', 'mean_recall', 'mean_recall_min_coverage']
 def _valuation(**lam):
     return [dict(dataset='mnist_lt', policy='selmix', protocol='paper', objective=_VAL_OBJ, seed=SEEDS, **lam),   # = ablation's paper runs
