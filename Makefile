@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 OBJECTIVE ?= min_recall
 OUT ?= runs/mnist_lt_$(OBJECTIVE)
 
-.PHONY: run test venv bench clean-nbs
+.PHONY: run test venv bench clean-nbs notebooks
 
 venv: $(VENV)/.installed
 
@@ -26,3 +26,15 @@ bench: venv
 
 clean-nbs: venv
 	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean
+
+# Execute every notebook in place, with its outputs (slow cells included), in reading order, then clean the metadata.
+# The notebooks are committed executed; this regenerates them all (hours on a CPU: pre-training and the full runs).
+NBDIR ?= nbs
+NOTEBOOKS ?= $(notdir $(sort $(wildcard $(NBDIR)/[0-9]*.ipynb))) index.ipynb run.ipynb report.ipynb
+NB_TIMEOUT ?= 14400
+notebooks: venv
+	$(VENV)/bin/nbdev_export
+	cd $(NBDIR) && for nb in $(NOTEBOOKS); do echo "== executing $$nb"; \
+	  $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=$(NB_TIMEOUT) \
+	    --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; done
+	$(VENV)/bin/nbdev_clean --fname $(NBDIR)

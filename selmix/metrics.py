@@ -10,8 +10,8 @@ from torch import Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'HYPERPARAMS', 'check_confusion', 'confusion_matrix', 'recalls', 'coverages', 'num_head',
-           'head_tail_means', 'default_floor', 'floor_recalls', 'g_mean', 'h_mean', 'report', 'Objective',
+__all__ = ['OBJECTIVES', 'HYPERPARAMS', 'check_confusion', 'confusion_matrix', 'soft_confusion', 'recalls', 'coverages',
+           'num_head', 'head_tail_means', 'default_floor', 'floor_recalls', 'g_mean', 'h_mean', 'report', 'Objective',
            'get_objective']
 
 # %% ../nbs/01_metrics.ipynb #fac10e5d
@@ -56,6 +56,21 @@ def confusion_matrix(y_true, # true labels, N integers in [0, K)
             raise ValueError(f"{nm} has labels outside [0, {num_classes}): min {y.min().item()}, max {y.max().item()}")
     counts = torch.bincount(yt.long().cpu()*num_classes + yp.long().cpu(), minlength=num_classes**2)
     return (counts.to(torch.float64)/len(yt)).reshape(num_classes, num_classes)
+
+# %% ../nbs/01_metrics.ipynb #4e4f079b
+def soft_confusion(logits:Tensor, # N×K logits, e.g. of the head on validation features
+                   y:Tensor, # N true labels in [0, K)
+                   num_classes:int, # K
+                  )->Tensor: # joint K×K expected confusion matrix, sums to 1, differentiable in `logits`
+    "C[k,l] = (1/N) Σ_{n: y_n = k} softmax(logits_n)[l], the confusion matrix of the randomised classifier."
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"logits must be N×K with K = num_classes = {num_classes}, got {tuple(logits.shape)}")
+    y = torch.as_tensor(y, device=logits.device).long()
+    if y.shape != (logits.shape[0],): raise ValueError(f"y must hold one label per row of logits ({logits.shape[0]}), got {tuple(y.shape)}")
+    if len(y) == 0: raise ValueError("need at least one sample")
+    if y.min() < 0 or y.max() >= num_classes: raise ValueError(f"labels must lie in [0, {num_classes})")
+    p = torch.softmax(logits.double(), 1)
+    return torch.zeros(num_classes, num_classes, dtype=torch.float64, device=logits.device).index_add(0, y, p) / len(y)
 
 # %% ../nbs/01_metrics.ipynb #37bcfd02
 def recalls(C, # joint confusion matrix, K×K

@@ -10,8 +10,9 @@ from .data import Split
 from .core import resolve_device
 
 # %% auto #0
-__all__ = ['ARCHS', 'FeatureModel', 'SmallCNN', 'WideResNet', 'CifarResNet', 'TorchvisionResNet50', 'get_model', 'default_arch',
-           'extract_features', 'predict', 'FrozenBatchNorm1d', 'FrozenBatchNorm2d', 'freeze_bn']
+__all__ = ['ARCHS', 'FeatureModel', 'SmallCNN', 'WideResNet', 'CifarResNet', 'TorchvisionResNet50', 'get_model',
+           'arch_for_images', 'default_arch', 'TinyMLP', 'extract_features', 'predict', 'FrozenBatchNorm1d',
+           'FrozenBatchNorm2d', 'freeze_bn']
 
 # %% ../nbs/05_models.ipynb #88ff868e
 class FeatureModel(nn.Module):
@@ -128,13 +129,35 @@ _DEFAULT_ARCH = {'mnist_lt': 'small_cnn', 'mnist_lt_sup': 'small_cnn', 'cifar10_
                  'stl10_lt': 'wrn28_2', 'imagenet100_lt': 'wrn28_2', 'cifar10_lt_sup': 'resnet32',
                  'cifar100_lt_sup': 'resnet32', 'imagenet_lt': 'resnet50'}
 
-def default_arch(dataset:str, # a name in `selmix.data.DATASETS`
+def arch_for_images(image_size:int, # side of the (square) images in pixels
+                   )->str: # a name in `ARCHS`
+    "Backbone for a benchmark the paper does not name, by image side: digit-sized, CIFAR/STL-sized, ImageNet-sized."
+    if int(image_size) != image_size or image_size < 1: raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    return 'small_cnn' if image_size <= 28 else 'wrn28_2' if image_size <= 64 else 'resnet50'
+
+def default_arch(dataset:str, # a name in `selmix.data.DATASETS`, or any name when `image_size` is given
                  semi_supervised:bool=True, # False: the supervised CIFAR-LT setup (ResNet-32)
+                 image_size:int|None=None, # image side; used for a dataset the paper does not name
                 )->str:
-    "The architecture the paper uses for `dataset`."
-    if dataset not in _DEFAULT_ARCH: raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(_DEFAULT_ARCH)}")
+    "The architecture the paper uses for `dataset`; for another dataset, `arch_for_images(image_size)`."
+    if dataset not in _DEFAULT_ARCH:
+        if image_size is not None: return arch_for_images(image_size)
+        raise ValueError(f"unknown dataset {dataset!r}: give image_size (the backbone is then chosen by image size) or "
+                         f"choose an arch from {', '.join(ARCHS)}; the paper's datasets are {', '.join(_DEFAULT_ARCH)}")
     if not semi_supervised and dataset in ('cifar10_lt', 'cifar100_lt'): return 'resnet32'
     return _DEFAULT_ARCH[dataset]
+
+# %% ../nbs/05_models.ipynb #c433e9d6
+class TinyMLP(FeatureModel):
+    "Two-layer perceptron feature extractor with a linear head: the smallest model with `.features` and `.head`."
+    def __init__(self, in_dim:int, # flattened input size
+                 num_classes:int, # K
+                 hidden:int=256, # width of the first layer
+                 feat_dim:int=64, # dimension d of the features f(x)
+                ):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, feat_dim), nn.ReLU())
+        self.feat_dim, self.head = feat_dim, nn.Linear(feat_dim, num_classes)
 
 # %% ../nbs/05_models.ipynb #386d9b3c
 def _batches(split_or_x, batch_size):

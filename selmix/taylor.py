@@ -8,24 +8,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from .metrics import soft_confusion   # explained and checked in 01_metrics; imported here, not redefined
 
 # %% auto #0
-__all__ = ['soft_confusion', 'mixup_directions', 'taylor_gains', 'loglog_slope']
-
-# %% ../nbs/03_taylor_gain.ipynb #970e7ffa
-def soft_confusion(logits:Tensor, # N×K logits of the head on validation features
-                   y:Tensor, # N true labels in [0, K)
-                   num_classes:int, # K
-                  )->Tensor: # joint K×K expected confusion matrix, sums to 1, differentiable in `logits`
-    "C[k,l] = (1/N) Σ_{n: y_n = k} softmax(logits_n)[l], the confusion matrix of the randomised classifier."
-    if logits.ndim != 2 or logits.shape[1] != num_classes:
-        raise ValueError(f"logits must be N×K with K = num_classes = {num_classes}, got {tuple(logits.shape)}")
-    y = torch.as_tensor(y, device=logits.device).long()
-    if y.shape != (logits.shape[0],): raise ValueError(f"y must hold one label per row of logits ({logits.shape[0]}), got {tuple(y.shape)}")
-    if len(y) == 0: raise ValueError("need at least one sample")
-    if y.min() < 0 or y.max() >= num_classes: raise ValueError(f"labels must lie in [0, {num_classes})")
-    p = torch.softmax(logits.double(), 1)
-    return torch.zeros(num_classes, num_classes, dtype=torch.float64, device=logits.device).index_add(0, y, p) / len(y)
+__all__ = ['mixup_directions', 'taylor_gains', 'loglog_slope']
 
 # %% ../nbs/03_taylor_gain.ipynb #7f9946c7
 def mixup_directions(means:Tensor, # K×d class means μ_k of validation features

@@ -9,48 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from .metrics import confusion_matrix
-from .taylor import soft_confusion
+from .metrics import confusion_matrix, soft_confusion
+from .models import TinyMLP          # the model, explained in 05_models
+from .pretrain import fit_classifier  # its training loop, explained in 06_pretrain
 
 # %% auto #0
-__all__ = ['TinyMLP', 'fit_classifier', 'mixup_head_steps', 'objective_change', 'mixup_model_steps', 'projection_spread']
-
-# %% ../nbs/07_theorem41_check.ipynb #fbfdad0d
-class TinyMLP(nn.Module):
-    "Two-layer perceptron feature extractor with a linear head: the smallest model with `.features` and `.head`."
-    def __init__(self, in_dim:int, # flattened input size
-                 num_classes:int, # K
-                 hidden:int=256, # width of the first layer
-                 feat_dim:int=64, # dimension d of the features f(x)
-                ):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, feat_dim), nn.ReLU())
-        self.feat_dim, self.head = feat_dim, nn.Linear(feat_dim, num_classes)
-    def features(self, x:Tensor)->Tensor: return self.body(x)
-    def forward(self, x:Tensor)->Tensor: return self.head(self.features(x))
-
-def fit_classifier(model:nn.Module, # any classifier
-                   x:Tensor, # N inputs (already normalised)
-                   y:Tensor, # N labels
-                   steps:int=300, # SGD steps
-                   lr:float=0.05, # learning rate (momentum 0.9, weight decay 5e-4)
-                   batch_size:int=64,
-                   tau:float=1.0, # logit adjustment: train on logits + τ·log π (0: plain cross entropy)
-                   seed:int=0,
-                  )->nn.Module: # the trained model, in eval mode
-    "Minimal supervised training with the logit-adjusted cross entropy."
-    if steps < 0 or lr <= 0 or batch_size < 1: raise ValueError("need steps ≥ 0, lr > 0 and batch_size ≥ 1")
-    g = torch.Generator().manual_seed(seed)
-    K = model.head.out_features
-    prior = torch.bincount(y, minlength=K).double().clamp_min(1)
-    adj = (tau * (prior / prior.sum()).log()).float()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(x[idx]) + adj, y[idx])
-        opt.zero_grad(); loss.backward(); opt.step()
-    return model.eval()
+__all__ = ['mixup_head_steps', 'objective_change', 'mixup_model_steps', 'projection_spread']
 
 # %% ../nbs/07_theorem41_check.ipynb #2f3255bf
 def mixup_head_steps(weight:Tensor, # K×d head weight

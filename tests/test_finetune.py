@@ -9,8 +9,8 @@ from selmix.gain import gain_matrix_reference
 from selmix.metrics import get_objective
 from selmix.models import predict, extract_features
 from selmix.pretrain import pretrained_model, pretrain_config
-from selmix.finetune import (FinetuneConfig, finetune_config, ClassIndex, refresh, sample_batch, pair_distribution,
-                             finetune, soft_confusion, CKPT_NAME)  # soft_confusion: re-exported from selmix.taylor
+from selmix.finetune import (FinetuneConfig, finetune_config, ClassIndex, refresh, mixup_step, make_optimizer,
+                             finetune, CKPT_NAME)
 
 @pytest.fixture(scope='module')
 def bench(): return load_benchmark('mnist_lt', seed=0)
@@ -44,12 +44,6 @@ def test_refresh_matches_independent_computations(small, model0):
     torch.testing.assert_close(st_['G'], G.double(), rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(st_['pseudo'], predict(model0, bench.unlabeled, bench.prepare, 'cpu').argmax(1))
 
-def test_soft_confusion_is_mean_probability():
-    logits, y = torch.randn(50, 4), torch.randint(0, 4, (50,))
-    p = torch.softmax(logits.double(), 1).numpy()
-    want = np.stack([p[y.numpy() == k].sum(0) for k in range(4)]) / 50
-    np.testing.assert_allclose(soft_confusion(logits, y, 4).numpy(), want, atol=1e-12)
-
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 5), min_size=0, max_size=40), st.lists(st.integers(0, 5), min_size=1, max_size=20))
 def test_class_index_draws_members_only(labels, classes):
@@ -60,15 +54,43 @@ def test_class_index_draws_members_only(labels, classes):
         if c in labels: assert lab[i] == c
         else: assert i == -1
 
+def head_on_cache(small, cfg, d=4, seed=0):
+    "A linear head on random cached features: with a cache, `mixup_step` touches nothing else of a model."
+    g = torch.Generator().manual_seed(seed)
+    m = torch.nn.Module(); m.head = torch.nn.Linear(d, small.num_classes)
+    cache = {'labeled': torch.randn(len(small.labeled), d, generator=g)}
+    return (m, cache) + make_optimizer(m, cfg)
+
 def test_pairs_follow_P(small):
     K = small.num_classes
     P = torch.rand(K, K, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) ** 4; P /= P.sum()
-    cfg = FinetuneConfig(batch_size=20000)
-    b = sample_batch(P, ClassIndex(small.labeled.y, K), None, cfg, torch.Generator().manual_seed(0))
+    cfg = FinetuneConfig(batch_size=20000, frozen=True)
+    m, cache, opt, sched = head_on_cache(small, cfg)
+    b = mixup_step(m, small, P, ClassIndex(small.labeled.y, K), None, None, cfg, torch.Generator().manual_seed(0), 0,
+                   opt, sched, 'cpu', cache)
     freq = torch.bincount(b['i'] * K + b['j'], minlength=K * K).double() / cfg.batch_size
     assert (freq - P.flatten()).abs().max() < 0.01
     assert b['from_labeled'].all() and (small.labeled.y[b['b_lab']] == b['j']).all()   # no pool: labeled partners
     assert (b['lam'] >= 0.6).all() and (b['lam'] <= 1).all() and abs(b['lam'].mean() - 0.8) < 0.01
+
+def test_regmixup_step_is_mixup_plus_clean_ce(small):
+    "The loss of a step, by hand from the draws: CE of the mixed features, plus CE of the clean anchor for 'regmixup'."
+    K = small.num_classes
+    P = torch.full((K, K), 1 / K**2, dtype=torch.float64)
+    for loss in ('mixup', 'regmixup'):
+        cfg = FinetuneConfig(batch_size=32, frozen=True, loss=loss)
+        m, cache, opt, sched = head_on_cache(small, cfg)
+        W, bias = m.head.weight.detach().clone(), m.head.bias.detach().clone()
+        b = mixup_step(m, small, P, ClassIndex(small.labeled.y, K), None, None, cfg, torch.Generator().manual_seed(2), 0,
+                       opt, sched, 'cpu', cache)
+        fa, fp = cache['labeled'][b['a']].numpy(), cache['labeled'][b['b_lab']].numpy()
+        lam = b['lam'].numpy()[:, None]
+        def ce(x):
+            z = x @ W.numpy().T + bias.numpy()
+            z = z - z.max(1, keepdims=True)
+            return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(z)), b['i'].numpy()]))
+        want = ce(lam * fa + (1 - lam) * fp) + (ce(fa) if loss == 'regmixup' else 0.)
+        assert abs(b['loss'] - want) < 1e-5, (loss, b['loss'], want)
 
 def test_hidden_labels_are_never_read(small, model0, tmp_path):
     "Scrambling (or removing) the unlabeled pool's ground truth changes nothing in a run."
@@ -101,10 +123,3 @@ def test_frozen_trains_head_only_and_schedule_is_cosine(small, model0, tmp_path)
     assert all(torch.equal(v, sd0[k]) for k, v in m.state_dict().items() if not k.startswith('head'))
     assert not torch.equal(m.head.weight, model0.head.weight)
     for r in h: assert math.isclose(r['lr'], 0.01 * (1 + math.cos(math.pi * r['step'] / 12)) / 2, rel_tol=1e-9, abs_tol=1e-12)
-
-def test_greedy_and_uniform_distributions():
-    G = torch.tensor([[0.3, 2.0], [-1.0, 0.5]], dtype=torch.float64)
-    assert pair_distribution('greedy', G, 10., 2).flatten().tolist() == [0, 1, 0, 0]
-    assert torch.allclose(pair_distribution('uniform', None, 10., 2), torch.full((2, 2), 0.25, dtype=torch.float64))
-    with pytest.raises(ValueError, match='valid: selmix, uniform, greedy'): FinetuneConfig(policy='random')
-    with pytest.raises(ValueError, match='unknown FinetuneConfig field'): finetune_config('mnist_lt', stepz=3)

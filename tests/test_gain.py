@@ -1,14 +1,12 @@
-"Tests of selmix.gain: the factorised gain against per-pair autograd, the released formula, the sampling distribution."
+"Tests of selmix.gain: the factorised gain against per-pair autograd and the released formula."
 import math
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st, HealthCheck
-from scipy.special import softmax as sp_softmax
-from scipy.stats import chisquare
 
-from selmix.gain import gain_matrix, gain_matrix_reference, selmix_distribution, sample_pairs
+from selmix.gain import gain_matrix, gain_matrix_reference
 
 f64 = torch.float64
 
@@ -163,94 +161,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match='NaN'): gain_matrix(mu, W, b, D.masked_fill(D > 0, float('nan')))
 
 
-# ---------------------------------------------------------------------------------------------------- distribution
-
-gains = st.integers(1, 6).flatmap(lambda K: st.lists(st.floats(-5, 5, allow_nan=False), min_size=K * K, max_size=K * K)
-                                  .map(lambda v: torch.tensor(v, dtype=f64).view(K, K)))
-
-
-@settings(max_examples=60, deadline=None)
-@given(G=gains, s=st.floats(0, 100))
-def test_distribution_properties(G, s):
-    P = selmix_distribution(G, s)
-    assert P.shape == G.shape and P.dtype == f64 and (P >= 0).all()
-    assert math.isclose(float(P.sum()), 1., rel_tol=1e-12)
-    pos = G > 0
-    if pos.any():
-        assert (P[~pos] == 0).all()
-        expected = sp_softmax(s * G[pos].numpy())          # independent: scipy on the positive entries
-        np.testing.assert_allclose(P[pos].numpy(), expected, rtol=1e-9, atol=1e-300)
-    else:
-        assert torch.allclose(P, torch.full_like(P, 1 / G.numel()))
-
-
-@settings(max_examples=40, deadline=None)
-@given(G=gains)
-def test_distribution_limits(G):
-    pos = G > 0
-    if not pos.any(): return
-    P0 = selmix_distribution(G, 0.)
-    assert torch.allclose(P0[pos], torch.full((int(pos.sum()),), 1 / int(pos.sum()), dtype=f64))
-    P_small = selmix_distribution(G, 1e-9)
-    assert torch.allclose(P_small, P0, atol=1e-7)
-    top = G == G[pos].max()
-    P_inf = selmix_distribution(G, float('inf'))
-    assert torch.allclose(P_inf[top], torch.full((int(top.sum()),), 1 / int(top.sum()), dtype=f64)) and (P_inf[~top] == 0).all()
-    gap = float(G[pos].max() - (G[pos & ~top].max() if (pos & ~top).any() else 0.))
-    for s in (10., 1e3, 1e6):   # mass off the arg-max set is at most (K²-1)·exp(-s·gap)
-        P = selmix_distribution(G, s)
-        assert float(P[~top].sum()) <= G.numel() * math.exp(-s * gap) + 1e-12
-
-
-def test_distribution_is_stable_for_huge_scale():
-    G = torch.tensor([[1e300, 5e299], [-1e300, 0.]], dtype=f64)
-    P = selmix_distribution(G, 1e10)
-    assert torch.equal(P, torch.tensor([[1., 0.], [0., 0.]], dtype=f64))
-    G = torch.tensor([[1e-300, 2e-300], [3.0, 3.0 - 1e-12]], dtype=f64)
-    P = selmix_distribution(G, 1e14)
-    assert torch.isfinite(P).all() and math.isclose(float(P.sum()), 1.)
-    assert P[1, 0] > P[1, 1] > 0
-
-
-def test_distribution_bad_inputs():
-    G = torch.randn(3, 3)
-    for args in [(G, -1.), (G, float('nan')), (G[:2], 1.), (G[0], 1.), (G.masked_fill(G > 0, float('nan')), 1.)]:
-        with pytest.raises(ValueError): selmix_distribution(*args)
-
-
-# ---------------------------------------------------------------------------------------------------- sampling
-
-def test_sample_pairs_frequencies():
-    G = torch.randn(5, 5, generator=torch.Generator().manual_seed(3), dtype=f64)
-    P = selmix_distribution(G, 2.)
-    i, j = sample_pairs(P, 40000, torch.Generator().manual_seed(0))
-    assert i.dtype == j.dtype == torch.long and len(i) == len(j) == 40000
-    counts = torch.zeros(5, 5, dtype=f64).index_put_((i, j), torch.ones(len(i), dtype=f64), accumulate=True)
-    assert (counts[P == 0] == 0).all()
-    keep = P > 0
-    assert chisquare(counts[keep].numpy(), P[keep].numpy() * len(i)).pvalue > 1e-4
-
-
-@settings(max_examples=40, deadline=None)
-@given(G=gains, n=st.integers(0, 300), seed=st.integers(0, 2**16))
-def test_sample_pairs_support_and_reproducibility(G, n, seed):
-    P = selmix_distribution(G, 3.)
-    i, j = sample_pairs(P, n, torch.Generator().manual_seed(seed))
-    K = G.shape[0]
-    assert len(i) == n and ((0 <= i) & (i < K) & (0 <= j) & (j < K)).all()
-    assert (P[i, j] > 0).all()
-    i2, j2 = sample_pairs(P, n, torch.Generator().manual_seed(seed))
-    assert torch.equal(i, i2) and torch.equal(j, j2)
-
-
-def test_sample_pairs_trailing_zero_mass_and_bad_inputs():
-    P = torch.zeros(3, 3, dtype=f64); P[0, 0] = 0.3; P[1, 2] = 0.7
-    i, j = sample_pairs(P, 5000, torch.Generator().manual_seed(1))
-    assert set(zip(i.tolist(), j.tolist())) == {(0, 0), (1, 2)}
-    for bad in [(P * 2, 3), (P - 0.1, 3), (P[:2], 3), (P, -1), (P, 2.5)]:
-        with pytest.raises(ValueError): sample_pairs(*bad)
-
-
 def test_accepts_parameters_without_building_a_graph():
     head = torch.nn.Linear(4, 5)
     mu = torch.randn(5, 4)
@@ -264,7 +174,6 @@ def test_accepts_parameters_without_building_a_graph():
 def test_no_classes_is_a_clear_error():
     with pytest.raises(ValueError, match='K = 0'): gain_matrix(torch.zeros(0, 4), torch.zeros(0, 4), None, torch.zeros(0, 0))
     with pytest.raises(ValueError, match='K = 0'): gain_matrix(torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 0))
-    with pytest.raises(ValueError, match='K = 0'): selmix_distribution(torch.zeros(0, 0))
 
 
 @pytest.mark.parametrize('what', ['means', 'weight', 'bias', 'D'])

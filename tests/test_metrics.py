@@ -5,7 +5,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_scor
 from imblearn.metrics import geometric_mean_score
 from scipy.stats import hmean
 from selmix.metrics import (OBJECTIVES, HYPERPARAMS, get_objective, confusion_matrix, report, recalls, coverages,
-                            check_confusion)
+                            check_confusion, soft_confusion)
 
 @pytest.fixture(autouse=True, scope='module')
 def one_thread():
@@ -73,6 +73,17 @@ def test_values_match_libraries(K, n, p, seed):
             np.testing.assert_allclose(obj.constraints(C).numpy(), want, atol=1e-12)
         else:
             assert obj.constraints(C).numel() == 0
+
+@fast
+@given(st.integers(0, 10_000), st.integers(2, 5), st.integers(1, 40))
+def test_soft_confusion_matches_numpy_loop(seed, K, N):
+    g = torch.Generator().manual_seed(seed)
+    lg, y = torch.randn(N, K, generator=g, dtype=torch.float64), torch.randint(0, K, (N,), generator=g)
+    p = np.exp(lg.numpy()); p /= p.sum(1, keepdims=True)
+    expect = np.zeros((K, K))
+    for n in range(N): expect[y[n]] += p[n] / N
+    np.testing.assert_allclose(soft_confusion(lg, y, K).numpy(), expect, atol=1e-12)
+
 
 def test_hand_checked_case():
     C = confusion_matrix([0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 0], 2)

@@ -1,4 +1,4 @@
-"Tests of selmix.models: the features/head split, shapes, batched inference and frozen BatchNorm."
+"Tests of selmix.models beyond the notebook's checks: STL-sized inputs, batched inference and frozen BatchNorm."
 import copy, pickle
 
 import pytest
@@ -6,43 +6,11 @@ import torch
 import torch.nn as nn
 
 from selmix.data import Augment, Split
-from selmix.models import ARCHS, default_arch, extract_features, freeze_bn, get_model, predict
-
-SHAPES = {'small_cnn': (1, 28, 128), 'wrn28_2': (3, 32, 128), 'resnet32': (3, 32, 64), 'resnet50': (3, 32, 2048)}
-
-
-@pytest.mark.parametrize('arch', ARCHS)
-def test_forward_is_head_of_features(arch):
-    torch.manual_seed(0)
-    c, s, d = SHAPES[arch]
-    m = get_model(arch, 7, c).eval()
-    x = torch.randn(3, c, s, s)
-    with torch.no_grad():
-        f, out = m.features(x), m(x)
-        ref = f @ m.head.weight.T + m.head.bias            # the linear head written out by hand
-    assert isinstance(m.head, nn.Linear) and f.shape == (3, d) and out.shape == (3, 7)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-
+from selmix.models import extract_features, freeze_bn, get_model, predict
 
 def test_wrn_on_stl_sized_images():
     m = get_model('wrn28_2', 10, 3).eval()
     with torch.no_grad(): assert m(torch.randn(1, 3, 96, 96)).shape == (1, 10)
-
-
-def test_parameter_counts_match_published_architectures():
-    # WRN-28-2: 1.47M parameters (FixMatch); torchvision ResNet-50: 25.557M incl. its 2048x1000 fc
-    wrn = get_model('wrn28_2', 10)
-    assert abs(sum(p.numel() for p in wrn.parameters()) / 1e6 - 1.468) < 0.01
-    r50 = get_model('resnet50', 1000)
-    assert sum(p.numel() for p in r50.parameters()) == 25_557_032
-
-
-def test_bad_arch_and_dataset():
-    with pytest.raises(ValueError, match='valid'): get_model('vgg16', 10)
-    with pytest.raises(ValueError, match='num_classes'): get_model('small_cnn', 1)
-    with pytest.raises(ValueError, match='valid'): default_arch('svhn')
-    assert default_arch('mnist_lt') == 'small_cnn' and default_arch('cifar10_lt') == 'wrn28_2'
-    assert default_arch('cifar100_lt', semi_supervised=False) == 'resnet32' and default_arch('imagenet_lt') == 'resnet50'
 
 
 def test_batched_inference_equals_one_pass_and_restores_mode():

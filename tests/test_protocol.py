@@ -139,19 +139,21 @@ def test_hard_pool_supervised_uses_labeled_partners(model0, tmp_path):
 
 def test_schedules_and_loss_are_validated():
     with pytest.raises(ValueError, match='valid: constant, uniform, sine, tanh'): FinetuneConfig(lam_schedule='cosine')
-    with pytest.raises(ValueError, match='forgetting, hard_pool'): FinetuneConfig(policy='random')
     with pytest.raises(ValueError, match='valid: mixup, regmixup'): FinetuneConfig(loss='focal')
     c = FinetuneConfig(lam_schedule='tanh', steps=100)
     assert c.schedule().mean(0, 100) == 1.0 and abs(c.schedule().mean(99, 100) - 0.5) < 1e-12
 
 def test_uniform_schedule_keeps_the_old_draws(small):
-    "lam_schedule='uniform' draws exactly what U(0.6, 1) per sample drew before schedules existed."
-    from selmix.finetune import sample_batch, ClassIndex
+    "lam_schedule='uniform' draws exactly what U(0.6, 1) per sample drew before schedules existed, after the same draws."
+    from selmix.finetune import mixup_step, make_optimizer, ClassIndex
+    from selmix.policies import sample_pairs
     P = torch.full((10, 10), 0.01, dtype=torch.float64)
-    b = sample_batch(P, ClassIndex(small.labeled.y, 10), None, FinetuneConfig(batch_size=64), torch.Generator().manual_seed(3))
+    cfg = FinetuneConfig(batch_size=64, frozen=True)
+    m = torch.nn.Module(); m.head = torch.nn.Linear(3, 10)
+    b = mixup_step(m, small, P, ClassIndex(small.labeled.y, 10), None, None, cfg, torch.Generator().manual_seed(3), 0,
+                   *make_optimizer(m, cfg), 'cpu', {'labeled': torch.randn(len(small.labeled), 3)})
     g = torch.Generator().manual_seed(3)
-    from selmix.gain import sample_pairs
     i, j = sample_pairs(P, 64, g); ClassIndex(small.labeled.y, 10).sample(i, g)
     fb_draws = ClassIndex(small.labeled.y, 10).sample(j, g)
     want = torch.empty(64, dtype=torch.float64).uniform_(0.6, 1.0, generator=g).float()
-    assert torch.equal(b['lam'], want)
+    assert torch.equal(b['lam'], want) and torch.equal(b['i'], i) and torch.equal(b['b_lab'], fb_draws)

@@ -12,14 +12,10 @@ def _f(x): return float(x) if x not in ('', None) else math.nan
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
     import papermill as pm
-    mp = pytest.MonkeyPatch()
-    mp.setenv('IN_TEST', '1')   # the report's test mode (its own checks); the sweep does not pass it on to the runs
     tmp = tmp_path_factory.mktemp('report')
-    try:
-        pm.execute_notebook(str(NBS/'report.ipynb'), str(tmp/'report.ipynb'), kernel_name='python3', progress_bar=False,
-                            parameters=dict(runs_dir=str(tmp/'runs'), tiny_sweep=True, out_dir=str(tmp/'tables')),
-                            cwd=str(NBS))
-    finally: mp.undo()
+    pm.execute_notebook(str(NBS/'report.ipynb'), str(tmp/'report.ipynb'), kernel_name='python3', progress_bar=False,
+                        parameters=dict(runs_dir=str(tmp/'runs'), tiny_sweep=True, out_dir=str(tmp/'tables')),
+                        cwd=str(NBS))
     raw = [json.loads(f.read_text()) for f in (tmp/'runs').rglob('metrics.json')]
     tables = {p.stem: list(csv.DictReader(p.open())) for p in (tmp/'tables').glob('*.csv')}
     return tmp, raw, tables

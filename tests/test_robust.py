@@ -16,7 +16,8 @@ out, delay = sys.argv[1], float(sys.argv[2])
 calls, orig = [], P.pretrain
 def spy(*a, **k):
     calls.append(time.time()); print('TRAINING', flush=True)
-    return orig(*a, **k, on_step=(lambda s, _: time.sleep(delay)) if delay else None)
+    if delay: k['on_step'] = lambda s, _: time.sleep(delay)   # slow down each step, so the test can kill it mid-way
+    return orig(*a, **k)
 P.pretrain = spy
 bench = load_benchmark('mnist_lt', seed=0)
 cfg = P.pretrain_config('mnist_lt', method='la', steps=20, eval_every=10, ckpt_every=5, batch_size=16)
@@ -104,7 +105,7 @@ def test_sigkilled_holder_neither_blocks_nor_corrupts(two_runs, tmp_path):
 
 def test_lock_of_a_process_that_exited_without_releasing(tmp_path):
     from selmix.core import locked
-    code = ('import os; from selmix.data import locked\n'
+    code = ('import os; from selmix.core import locked\n'
             f'l = locked({str(tmp_path / "ck")!r}); l.__enter__(); print("held", flush=True); os._exit(3)')
     r = subprocess.run([sys.executable, '-c', code], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert r.returncode == 3 and r.stdout.strip() == 'held' and (tmp_path / 'ck.lock').exists()

@@ -13,9 +13,7 @@ NB = REPO/'nbs'/'run.ipynb'
 PAPERMILL = Path(sys.executable).parent/'papermill'
 TINY = dict(pretrain_method='la', pretrain_steps=100, finetune_steps=20)   # the smoke pre-training other tests cache
 
-def env():
-    e = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}   # a real run, not the notebook's smoke mode
-    return e
+def env(): return dict(os.environ)
 
 def test_bad_parameters_exit_nonzero_with_one_message(tmp_path):
     r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', '-p', 'objective', 'best_recall',
@@ -30,7 +28,7 @@ def test_bad_parameters_exit_nonzero_with_one_message(tmp_path):
     assert not (tmp_path/'run').exists()                  # nothing written
 
 def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
-    monkeypatch.delenv('IN_TEST', raising=False)   # a real (tiny) run, not the notebook's smoke mode
+    monkeypatch.setenv('IN_TEST', '1')   # nbdev_test's switch changes nothing: papermill runs every cell, the run has the sizes asked for
     out = tmp_path/'run'
     pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), parameters=dict(TINY, out_dir=str(out), objective='min_recall'),
                         kernel_name='python3', cwd=str(REPO), progress_bar=False)
@@ -48,6 +46,10 @@ def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
         for k in ('min_recall', 'mean_recall', 'min_coverage', 'accuracy', 'h_mean', 'g_mean'):
             assert math.isfinite(m[stage][k]), (stage, k)
     assert m['history'][-1]['step'] == 20 and all(math.isfinite(h['objective']) for h in m['history'])
+    assert c['finetune_steps'] == 20   # the size asked for, not the smoke run's 40 steps
+    printed = ''.join(''.join(o.get('text', '')) for cell in json.loads((tmp_path/'out.ipynb').read_text())['cells']
+                      for o in cell.get('outputs', []) if o.get('name') == 'stdout')
+    assert 'fine-tuning: step 2/20' in printed and 'fine-tuning: step 20/20' in printed   # progress lines (`make run` shows them)
     for f in ('trajectories.png', 'gains.png', 'recalls.png', 'model.pt'): assert (out/f).exists(), f
     # the reported test recalls, recomputed with sklearn from the saved checkpoint
     ck = torch.load(out/'model.pt', weights_only=False)
@@ -64,17 +66,16 @@ def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
 
 def test_unknown_and_out_of_range_parameters_are_refused(tmp_path):
     r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', '-p', 'finetune_step', '60',
-                        '-p', 'seed', '1e17', '-p', 'lam_schedule', 'cosine', '-p', 'out_dir', str(tmp_path/'run')],
+                        '-p', 'seed', '1e17', '-p', 'lam_schedule', 'cosine', '-p', 'smoke', 'yes', '-p', 'out_dir', str(tmp_path/'run')],
                        capture_output=True, text=True, env=env(), cwd=REPO)
     assert r.returncode != 0
     err = r.stdout + r.stderr
-    for piece in ("unknown parameter 'finetune_step'", 'seed=1e+17', "lam_schedule='cosine'", 'constant, uniform, sine, tanh'):
+    for piece in ("unknown parameter 'finetune_step'", 'seed=1e+17', "lam_schedule='cosine'", 'constant, uniform, sine, tanh', "smoke='yes'"):
         assert piece in err, piece
     assert not (tmp_path/'run').exists()
 
 @pytest.mark.parametrize('policy', ['forgetting', 'hard_pool'])
 def test_valuation_policies_write_the_contract(tmp_path, monkeypatch, policy):
-    monkeypatch.delenv('IN_TEST', raising=False)
     out = tmp_path/'run'
     pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), kernel_name='python3', cwd=str(REPO), progress_bar=False,
                         parameters=dict(TINY, out_dir=str(out), policy=policy, forgetting_steps=20, lam_schedule='tanh'))

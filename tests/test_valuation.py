@@ -8,10 +8,10 @@ from hypothesis import given, settings, strategies as st
 
 from selmix.data import Augment, Split
 from selmix.models import SmallCNN
-from selmix.valuation import (LAM_SCHEDULES, ForgettingTracker, collect_forgetting, decile_heatmap, el2n,
-                              forgetting_counts, forgetting_pairs, forgetting_sparsity, forgetting_symmetry, grand,
-                              grand_head, hardest, lam_schedule, mixup_regularisers, regmixup_loss, score_deciles,
-                              theta_moments)
+from selmix.valuation import (ForgettingTracker, collect_forgetting, decile_heatmap, el2n, forgetting_counts,
+                              forgetting_sparsity, forgetting_symmetry, grand, grand_head, hardest, mixup_regularisers,
+                              score_deciles, theta_moments)
+from selmix.pretrain import LAM_SCHEDULES, lam_schedule, regmixup_loss   # the note's λ schedules and RegMixUp
 
 
 # ---------------------------------------------------------------- forgetting events
@@ -90,33 +90,6 @@ def test_sparsity_hand_cases():
     one = torch.zeros(4, 4); one[2, 1] = 5
     assert forgetting_sparsity(one) == pytest.approx(1 / 12)
     assert forgetting_sparsity(torch.ones(4, 4), 0.5) == pytest.approx(6 / 12)
-
-
-@settings(max_examples=80, deadline=None)
-@given(nonneg_matrix, st.floats(0, 5), st.data())
-def test_forgetting_pairs_is_a_distribution(rows, s, data):
-    K = len(rows)
-    can = data.draw(st.lists(st.booleans(), min_size=K, max_size=K).filter(any))
-    P = forgetting_pairs(torch.tensor(rows), can_anchor=can, smoothing=s)
-    assert P.dtype == torch.float64 and (P >= 0).all() and abs(float(P.sum()) - 1) < 1e-12
-    assert not P.diag().any()
-    Fm = torch.tensor(rows, dtype=torch.float64)
-    for i in range(K):
-        if not can[i]: assert not P[i].any(); continue
-        assert math.isclose(float(P[i].sum()), 1 / sum(can), rel_tol=1e-9)
-        w = torch.tensor([Fm[i, j] + s / (K - 1) if j != i else 0. for j in range(K)], dtype=torch.float64)
-        if w.sum() > 0: torch.testing.assert_close(P[i] * sum(can), w / w.sum())
-
-
-def test_forgetting_pairs_hand_case_and_errors():
-    Fm = torch.tensor([[0., 6., 2.], [0., 0., 0.], [3., 1., 0.]])
-    P = forgetting_pairs(Fm, smoothing=2.0)                          # one pseudo-event per direction (K − 1 = 2)
-    torch.testing.assert_close(P[0], torch.tensor([0., 7 / 10, 3 / 10], dtype=torch.float64) / 3)
-    torch.testing.assert_close(P[1], torch.tensor([1 / 2, 0., 1 / 2], dtype=torch.float64) / 3)
-    torch.testing.assert_close(P[2], torch.tensor([4 / 6, 2 / 6, 0.], dtype=torch.float64) / 3)
-    with pytest.raises(ValueError, match='non-negative'): forgetting_pairs(-Fm)
-    with pytest.raises(ValueError, match='K×K'): forgetting_pairs(torch.ones(2, 3))
-    with pytest.raises(ValueError, match='at least one'): forgetting_pairs(Fm, can_anchor=[0, 0, 0])
 
 
 # ---------------------------------------------------------------- EL2N, GraNd, hard pools
