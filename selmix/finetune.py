@@ -287,8 +287,9 @@ def mixup_step(model, bench, # the model being fine-tuned and its `Benchmark`
         fa, fp = f[:len(xa)], f[len(xa):]
     # 3. mix in feature space; loss with the anchor's label
     lm, y = lam.to(fa.device)[:, None], i.to(fa.device)
-    loss = F.cross_entropy(model.head(lm * fa + (1 - lm) * fp), y)
-    if cfg.loss == 'regmixup': loss = loss + F.cross_entropy(model.head(fa), y)   # + CE of the clean anchor
+    mixed = model.head(lm * fa + (1 - lm) * fp)
+    if cfg.loss == 'regmixup': loss = regmixup_loss(model.head(fa), y, mixed, y, y, lam, mix_labels=False)   # + CE of the clean anchor
+    else: loss = F.cross_entropy(mixed, y)
     # 4. update
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
     return dict(i=i, j=j, a=a, b=b, b_lab=b_lab, from_labeled=fb, lam=lam, loss=loss.item())
