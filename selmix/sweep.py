@@ -64,6 +64,7 @@ _T2_C10 = ['mean_recall', 'min_recall', 'h_mean', 'g_mean', 'mean_recall_min_cov
 _T2_C100 = ['mean_recall', 'min_ht_recall', 'h_mean', 'g_mean', 'mean_recall_min_ht_coverage']
 _K2 = ['mean_recall_min_coverage', 'min_recall', 'mean_recall']
 _S = [0.1, 1.0, 10.0, 100.0]
+_S_NORM = [1.0, 3.0, 10.0, 30.0]   # s on G/max|G| (s_scale='max_abs')
 _SMOKE = dict(pretrain_method='la', pretrain_steps=100, finetune_steps=20)   # run.ipynb's own smoke pre-training
 
 def _sel(**kw): return dict(policy='selmix', s=10.0, seed=SEEDS) | kw
@@ -90,7 +91,15 @@ GRIDS = dict(
     temperature=[_sel(dataset='cifar10_lt', objective='min_recall', s=_S)],
     embedded=[_sel(dataset='mnist_lt', objective=_T2_C10 + ['min_ht_recall']),
               _sel(dataset='mnist_lt', objective=_K2, policy=['uniform', 'greedy']),
-              _sel(dataset='mnist_lt', objective='min_recall', s=_S)],
+              _sel(dataset='mnist_lt', objective='min_recall', s=_S),
+              _sel(dataset='mnist_lt', objective='min_recall', s=_S_NORM, s_scale='max_abs'),
+              # baselines on the same pre-trained models: cost-sensitive fine-tuning and the post-hoc plug-in rule per
+              # objective; logit-adjusted fine-tuning ignores the objective, so one run serves every column
+              dict(dataset='mnist_lt', method=['cost_sensitive', 'plugin'], objective=_T2_C10 + ['min_ht_recall'], seed=SEEDS),
+              dict(dataset='mnist_lt', method='logit_adjusted', objective='mean_recall', seed=SEEDS),
+              # the coverage constraint: a higher ceiling of its multipliers, a sharper temperature
+              _sel(dataset='mnist_lt', objective='mean_recall_min_coverage', lambda_max=1000.0),
+              _sel(dataset='mnist_lt', objective='mean_recall_min_coverage', tau=0.001)],
     ablation=_ablation('min_recall') + _ablation('mean_recall_min_coverage')
              + [dict(dataset='mnist_lt', objective='min_recall', policy='selmix', protocol=['released', 'paper'],
                      finetune_steps=400, seed=SEEDS)],   # twice the embedded preset's steps: does the conclusion hold?
@@ -102,7 +111,8 @@ GRIDS = dict(
               + [dict(dataset='mnist_lt', policy='hard_pool', objective='mean_recall', eta=[0.1, 1.0], seed=SEEDS)],  # η sweep
     # three tiny runs for tests (two objectives, two policies; one seed, so one short cached pre-training)
     smoke=[_sel(dataset='mnist_lt', objective=['min_recall', 'mean_recall'], seed=0, **_SMOKE),
-           _sel(dataset='mnist_lt', objective='min_recall', seed=0, policy='uniform', **_SMOKE)],
+           _sel(dataset='mnist_lt', objective='min_recall', seed=0, policy='uniform', **_SMOKE),
+           dict(dataset='mnist_lt', objective='min_recall', seed=0, method=['cost_sensitive', 'plugin'], **_SMOKE)],
 )
 
 # %% ../nbs/11_sweep.ipynb #b63b1c56
