@@ -10,21 +10,10 @@ import numpy as np, pandas as pd
 from scipy import stats
 
 # %% auto #0
-__all__ = ['REPORTED', 'POINT_KEYS', 'TARGETS', 'paired_interval', 'run_row', 'load_run_table', 'export_run_table',
-           'point_params', 'flip_label', 'ablation_table']
+__all__ = ['REPORTED', 'POINT_KEYS', 'TARGETS', 'run_row', 'load_run_table', 'export_run_table', 'flip_label', 'ablation_table']
 
 # %% ../nbs/14_ablation.ipynb #1178ba6f
-def paired_interval(diffs, # per-seed differences (flipped − base), NaNs dropped
-                    level:float=0.95, # confidence level of the two-sided Student-t interval
-                   )->dict: # mean, lo, hi, n
-    "Mean of paired differences with a Student-t confidence interval over seeds."
-    d = np.asarray([x for x in np.asarray(diffs, dtype=float).ravel() if not np.isnan(x)])
-    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
-    n = len(d)
-    if n == 0: return dict(mean=np.nan, lo=np.nan, hi=np.nan, n=0)
-    if n == 1: return dict(mean=float(d[0]), lo=np.nan, hi=np.nan, n=1)
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)
-    return dict(mean=float(d.mean()), lo=float(d.mean() - half), hi=float(d.mean() + half), n=n)
+from .results import paired_interval, point_params   # one implementation of each, in 12_results
 
 # %% ../nbs/14_ablation.ipynb #5486edaf
 REPORTED = ('min_recall', 'mean_recall', 'min_coverage', 'h_mean', 'g_mean', 'min_ht_recall')
@@ -62,10 +51,6 @@ def export_run_table(runs_dir, # a sweep's folder, e.g. runs/ablation
 # %% ../nbs/14_ablation.ipynb #a6fd68fd
 POINT_KEYS = ('dataset', 'objective', 'policy', 'protocol', 'seed', 'finetune_steps')   # what every ablation point names
 TARGETS = dict(min_recall=('min_recall',), mean_recall_min_coverage=('mean_recall', 'min_coverage'))
-
-def point_params(run:str)->dict:
-    "The sweep parameters of a run from its folder name (`selmix.sweep.point_id`: 'k=v__k=v...')."
-    return dict(kv.split('=', 1) for kv in run.split('__'))
 
 def flip_label(run:str, base:pd.Series)->str|None:
     "'field: base value→new value' for a run that flips one field of the released base, the paper bundle, or None (base)."

@@ -4,7 +4,9 @@
 
 # %% ../nbs/13_bench.ipynb #ca90a3fc
 from __future__ import annotations
-import copy, inspect, os, platform, tempfile, time
+import copy, hashlib, inspect, os, platform, tempfile, time
+from pathlib import Path
+import pandas as pd
 from dataclasses import replace
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,7 @@ from .finetune import FinetuneConfig, finetune, finetune_config
 
 # %% auto #0
 __all__ = ['PAPER_TABLE_L1', 'PAPER_HARDWARE', 'TASKS', 'gain_matrix_k4', 'best_time', 'bench_gain', 'format_gain_table',
-           'step_cost', 'benchmark_step_cost', 'bench_finetune', 'run_task', 'main']
+           'step_cost', 'benchmark_step_cost', 'bench_finetune', 'reproducibility', 'run_task', 'main']
 
 # %% ../nbs/13_bench.ipynb #7b1eeb87
 PAPER_TABLE_L1 = {10: 0.02, 100: 1.3, 1000: 124.0}   # seconds per gain matrix: CIFAR-10 LT, CIFAR-100 LT, ImageNet-1k LT
@@ -155,8 +157,57 @@ def bench_finetune(dataset:str='mnist_lt', # benchmark whose cached pre-trained 
               f"(refresh every {r['refresh_every']} steps, {steps} steps)")
     return rows
 
+# %% ../nbs/13_bench.ipynb #87d08bb9
+def _weights_digest(model)->str:
+    "SHA-256 of every tensor of a model's state dict, in order: equal iff the weights are bit-identical."
+    h = hashlib.sha256()
+    for v in model.state_dict().values(): h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+def reproducibility(dataset:str='mnist_lt', # benchmark (embedded: no download)
+                    objective:str='min_recall', # fine-tuning objective
+                    seed:int=0,
+                    threads:tuple=(2, 1), # CPU threads of the two repeated runs, and of the other run
+                    pretrain_steps:int|None=None, # None: the dataset preset
+                    finetune_steps:int|None=None, # None: the dataset preset
+                    out:str='', # also write the table to this CSV
+                   )->pd.DataFrame: # stage, comparison, threads_a, threads_b, identical, metric, a, b, abs_diff
+    "The same seed trained twice with `threads[0]` threads and once with `threads[1]`: are the weights identical, how far are the test metrics."
+    from .pretrain import pretrained_model, evaluate
+    bench = load_benchmark(dataset, seed=seed)
+    pcfg = pretrain_config(dataset, seed=seed, **({} if pretrain_steps is None else dict(steps=pretrain_steps)))
+    fkw = {} if finetune_steps is None else dict(steps=finetune_steps, refresh_every=min(20, finetune_steps))
+    fcfg = finetune_config(dataset, objective=objective, seed=seed, **fkw)
+    old_env, old_threads, res = os.environ.get('SELMIX_DATA'), torch.get_num_threads(), {}
+    plan = (('a', threads[0]), ('a2', threads[0]), ('b', threads[1]))
+    try:
+        for key, t in plan:   # pre-training from scratch, each in its own data root
+            torch.set_num_threads(t)
+            with tempfile.TemporaryDirectory() as tmp:
+                os.environ['SELMIX_DATA'] = tmp
+                res[('pre-training', key)] = pretrained_model(bench, pcfg, 'cpu', progress=False)
+        for key, t in plan:   # fine-tuning the same pre-trained model
+            torch.set_num_threads(t)
+            with tempfile.TemporaryDirectory() as tmp:
+                res[('fine-tuning', key)] = finetune(copy.deepcopy(res[('pre-training', 'a')]), bench, fcfg, tmp, 'cpu', progress=False)[0]
+    finally:
+        torch.set_num_threads(old_threads)
+        if old_env is None: os.environ.pop('SELMIX_DATA', None)
+        else: os.environ['SELMIX_DATA'] = old_env
+    rows = []
+    for stage in ('pre-training', 'fine-tuning'):
+        rep = {k: evaluate(res[(stage, k)], bench.test, bench, 'cpu') for k, _ in plan}
+        dig = {k: _weights_digest(res[(stage, k)]) for k, _ in plan}
+        for comp, x, y in (('same threads', 'a', 'a2'), ('other threads', 'a', 'b')):
+            for m in ('min_recall', 'mean_recall'):
+                rows.append(dict(stage=stage, comparison=comp, threads_a=threads[0], threads_b=dict(plan)[y], identical=dig[x] == dig[y],
+                                 metric=m, a=rep[x][m], b=rep[y][m], abs_diff=abs(rep[x][m] - rep[y][m])))
+    df = pd.DataFrame(rows)
+    if out: Path(out).parent.mkdir(parents=True, exist_ok=True); df.to_csv(out, index=False)
+    return df
+
 # %% ../nbs/13_bench.ipynb #9789c4ba
-TASKS = {'gain': bench_gain, 'finetune': bench_finetune}   # name → benchmark function; add more here
+TASKS = {'gain': bench_gain, 'finetune': bench_finetune, 'repro': reproducibility}   # name → benchmark function; add more here
 
 def run_task(task:str, **options):
     "Run benchmark `task` with the options its function accepts."
@@ -177,8 +228,9 @@ def main(task:Param('benchmark to run: a key of TASKS', str, opt=False, nargs='?
          seed:int=0, # seed of the synthetic inputs
          threads:int=0, # torch CPU threads (0: torch's default)
          steps:int=50, # fine-tuning steps per timed run (task 'finetune')
+         out:str='', # task 'repro': write its table to this CSV
         ):
     "Print benchmark timings, e.g. `python -m selmix.bench gain`."
     if threads > 0: torch.set_num_threads(threads)
     return run_task(task, sizes=tuple(int(k) for k in str(sizes).split(',') if k.strip()), d=d, repeats=repeats,
-                    k4_max_gb=k4_max_gb, ref_max_k=ref_max_k, device=device, seed=seed, steps=steps)
+                    k4_max_gb=k4_max_gb, ref_max_k=ref_max_k, device=device, seed=seed, steps=steps, out=out)

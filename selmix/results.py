@@ -10,49 +10,72 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 # %% auto #0
-__all__ = ['METRICS', 'STAGES', 'PRETRAIN_KEYS', 'PAPER_CSV', 'PAPER_SOURCE', 'PERCENT', 'load_runs', 'load_history', 'aggregate',
-           'pretrained_rows', 'paper_results', 'columns_for', 'scale', 'table2', 'cross_metric_table', 'target_metrics',
-           'policy_table', 'fmt_pm', 'pm_table']
+__all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'SIZE_KEYS', 'PRETRAIN_KEYS', 'PAPER_CSV',
+           'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'point_params', 'run_variant',
+           'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for', 'scale',
+           'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
+           'paired_interval', 'arm', 'paired', 'fmt_ci', 'paired_table2', 'baseline_table', 'policy_paired',
+           'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
+           'coverage_attainability']
 
 # %% ../nbs/12_results.ipynb #6812b0ad
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
            'accuracy')
 STAGES = ('pretrained', 'finetuned')
+VAL_METRICS = ('mean_recall', 'min_recall', 'min_coverage', 'min_ht_coverage')   # also kept on validation, as val_<metric>
+LATER_DEFAULTS = dict(method='selmix', s_scale='raw')   # config entries that runs from before them did not record
+MAIN_KEYS = ('dataset', 'objective', 'method', 'policy', 's', 'seed')   # what a point of the main tables names
+SIZE_KEYS = ('pretrain_method', 'pretrain_steps', 'pretrain_epochs', 'finetune_steps', 'device')   # sizes, not variants
+
+def point_params(run:str)->dict:
+    "The sweep parameters of a run from its folder name (`selmix.sweep.point_id`: 'k=v__k=v...'); {} for another name."
+    parts = Path(run).name.split('__')
+    return dict(kv.split('=', 1) for kv in parts) if all('=' in kv for kv in parts) else {}
+
+def run_variant(run:str)->str:
+    "What a sweep point sets beyond its main keys and sizes ('' for a main-table run), e.g. 's_scale=max_abs'."
+    return '__'.join(f"{k}={v}" for k, v in point_params(run).items() if k not in MAIN_KEYS + SIZE_KEYS)
+
+def _config_row(m:dict)->dict:
+    "Scalar config entries: the resolved fine-tuning config, overridden by the run's own record, with `LATER_DEFAULTS`."
+    flat = lambda d: {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    return LATER_DEFAULTS | flat(m['config'].get('finetune_config') or {}) | flat(m['config'])
 
 def load_runs(runs_dir, # folder searched recursively for metrics.json
              )->pd.DataFrame: # one row per run and stage
-    "All runs under `runs_dir` as a DataFrame (config columns + stage + metrics + recalls)."
+    "All runs under `runs_dir` as a DataFrame (config columns + variant + stage + test metrics + val_ metrics + recalls)."
     rows = []
     for f in sorted(Path(runs_dir).rglob('metrics.json')):
         try: m = json.loads(f.read_text())
         except ValueError as e: warnings.warn(f"skipping unreadable {f}: {e}"); continue
         if not isinstance(m, dict) or not isinstance(m.get('config'), dict):
             warnings.warn(f"skipping {f}: no 'config' mapping"); continue
-        cfg = {k: v for k, v in m['config'].items() if isinstance(v, (str, int, float, bool)) or v is None}
+        cfg, run = _config_row(m), str(f.parent.relative_to(runs_dir))
         for stage in STAGES:
-            rep = m.get(stage)
+            rep, val = m.get(stage), m.get(f'{stage}_val') or {}
             if not isinstance(rep, dict): continue
-            rows.append(cfg | dict(run=str(f.parent.relative_to(runs_dir)), stage=stage)
-                        | {k: rep.get(k, np.nan) for k in METRICS} | dict(recalls=rep.get('recalls')))
+            rows.append(cfg | dict(run=run, variant=run_variant(run), stage=stage) | {k: rep.get(k, np.nan) for k in METRICS}
+                        | {f'val_{k}': val.get(k, np.nan) for k in VAL_METRICS} | dict(recalls=rep.get('recalls')))
     df = pd.DataFrame(rows)
-    for k in METRICS:
+    for k in METRICS + tuple(f'val_{k}' for k in VAL_METRICS):
         if k in df: df[k] = df[k].astype(float)
     return df
 
 # %% ../nbs/12_results.ipynb #7144e730
 def load_history(runs_dir, # folder searched recursively for metrics.json
                 )->pd.DataFrame: # one row per refresh of every run
-    "The fine-tuning history of every run under `runs_dir`."
+    "The fine-tuning history of every run under `runs_dir` (with the config columns and `variant` of `load_runs`)."
     rows = []
     for f in sorted(Path(runs_dir).rglob('metrics.json')):
         try: m = json.loads(f.read_text())
         except ValueError: continue   # load_runs warns about it
         if not isinstance(m, dict) or not isinstance(m.get('config'), dict): continue
-        cfg = {k: v for k, v in m['config'].items() if isinstance(v, (str, int, float, bool)) or v is None}
+        cfg, run = _config_row(m), str(f.parent.relative_to(runs_dir))
         for i, h in enumerate(m.get('history') or []):
-            if isinstance(h, dict): rows.append(cfg | dict(run=str(f.parent.relative_to(runs_dir)), refresh=i)
+            if isinstance(h, dict): rows.append(cfg | dict(run=run, variant=run_variant(run), refresh=i)
                                                 | _flat_history(h, cfg))
     return pd.DataFrame(rows)
 
@@ -186,7 +209,15 @@ def columns_for(dataset:str, # dataset name
 
 def scale(metric:str)->float: return 100. if PERCENT.get(metric, True) else 1.
 
+def main_runs(df:pd.DataFrame)->pd.DataFrame:
+    "The runs of the main tables: mixup fine-tuning (not a baseline `method`) and no side `variant`."
+    keep = pd.Series(True, index=df.index)
+    if 'method' in df: keep &= df.method.fillna('selmix') == 'selmix'
+    if 'variant' in df: keep &= df.variant.fillna('') == ''
+    return df[keep]
+
 def _finetuned(df, policy='selmix', s=None):
+    df = main_runs(df)
     f = df[(df.stage == 'finetuned') & (df.policy == policy)] if 'policy' in df else df.iloc[:0]
     if s is not None and 's' in f: f = f[np.isclose(f.s.astype(float), s)]
     return f
@@ -249,7 +280,7 @@ def policy_table(runs:pd.DataFrame, # from load_runs
                  paper:pd.DataFrame|None=None,
                 )->pd.DataFrame: # long: dataset, policy, objective, metric, mean, std, n, paper, paper_std, diff
     "Table K.2: uniform / greedy / SelMix policies on the metric(s) of their objective."
-    fin = runs[runs.stage == 'finetuned'] if len(runs) else runs
+    fin = main_runs(runs[runs.stage == 'finetuned']) if len(runs) else runs
     if 's' in fin and len(fin):
         fin = fin[(fin.policy != 'selmix') | np.isclose(fin.s.astype(float), s)]
     t = _scaled(aggregate(fin, ['dataset', 'policy', 'objective']))
@@ -271,3 +302,212 @@ def pm_table(t:pd.DataFrame, # a long table with mean and std
     digits = lambda m, k: 1 if PERCENT.get(k, True) else 3 if abs(m) >= 0.01 else 4
     t = t.assign(cell=[fmt_pm(m, s, digits(m, k)) for m, s, k in zip(t['mean'], t['std'], t.metric)])
     return t.pivot_table(index=index, columns=columns, values='cell', aggfunc='first', sort=False).fillna('')
+
+# %% ../nbs/12_results.ipynb #56eecbe7
+def paired_interval(diffs, # per-seed differences (treatment − reference), NaNs dropped
+                    level:float=0.95, # confidence level of the two-sided Student-t interval
+                   )->dict: # mean, lo, hi, n
+    "Mean of paired differences with a Student-t confidence interval over seeds."
+    d = np.asarray([x for x in np.asarray(diffs, dtype=float).ravel() if not np.isnan(x)])
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n = len(d)
+    if n == 0: return dict(mean=np.nan, lo=np.nan, hi=np.nan, n=0)
+    if n == 1: return dict(mean=float(d[0]), lo=np.nan, hi=np.nan, n=1)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)
+    return dict(mean=float(d.mean()), lo=float(d.mean() - half), hi=float(d.mean() + half), n=n)
+
+def arm(runs:pd.DataFrame, # from load_runs
+        metric:str, # a column of METRICS
+        stage:str='finetuned', # 'pretrained': the pre-trained models (one per seed), `where` ignored
+        variant:str='', # the side variant of the runs ('' for the main settings)
+        **where, # column == value filters (floats compared with isclose), e.g. method='plugin', objective='min_recall'
+       )->pd.Series: # metric in the paper's units, indexed by (dataset, seed)
+    "One arm of a paired comparison: `metric` per (dataset, seed) of the runs matching `where`."
+    if stage == 'pretrained': r = pretrained_rows(runs)
+    else:
+        r = runs[(runs.stage == stage) & (runs.variant.fillna('') == variant if 'variant' in runs else True)]
+        for k, v in where.items():
+            if k not in r: return pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=['dataset', 'seed']))
+            r = r[np.isclose(r[k].astype(float), v)] if isinstance(v, float) else r[r[k] == v]
+    if r.duplicated(['dataset', 'seed']).any():
+        raise ValueError(f"several runs per seed match {where} (variant {variant!r}): the arm is ambiguous; filter further")
+    return r.set_index(['dataset', 'seed'])[metric].astype(float) * scale(metric)
+
+def paired(a:pd.Series, # treatment arm (see `arm`)
+           b:pd.Series, # reference arm
+           level:float=0.95,
+          )->dict: # a, b (means over the shared seeds), diff, lo, hi, n (shared seeds), n_a, n_b
+    "a − b over the seeds both arms ran, with its Student-t interval."
+    j = pd.concat([a.rename('a'), b.rename('b')], axis=1, join='inner').dropna()
+    r = paired_interval(j.a - j.b, level)
+    return dict(a=j.a.mean() if len(j) else np.nan, b=j.b.mean() if len(j) else np.nan, diff=r['mean'], lo=r['lo'],
+                hi=r['hi'], n=r['n'], n_a=int(a.notna().sum()), n_b=int(b.notna().sum()))
+
+def fmt_ci(diff, lo, hi, n, # a paired difference, its interval and the number of seeds
+           digits:int=1, want:int=5, # decimals; the number of seeds asked for
+          )->str:
+    "'+23.0 [+14.9, +31.1]'; says 'n=3 of 5' when fewer seeds than `want` paired, and 'no interval' for one seed."
+    if n == 0 or diff is None or math.isnan(diff): return ''
+    n = int(n)
+    s = f"{diff:+.{digits}f}" + (f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if n > 1 else ' (no interval)')
+    return s + (f" (n={n} of {want})" if n < want else '')
+
+def _digits(metric): return 1 if PERCENT.get(metric, True) else 3
+
+# %% ../nbs/12_results.ipynb #27f245b7
+BASELINES = ('plugin', 'cost_sensitive', 'logit_adjusted')   # the methods a user would pick instead (selmix.baselines, selmix.finetune)
+AGNOSTIC = ('logit_adjusted',)   # ignores the objective: its one run (under any objective) serves every column
+
+def _selmix(r, metric, objective, s, policy='selmix', variant='', **kw):
+    return arm(r, metric, variant=variant, method='selmix', policy=policy, objective=objective, **({'s': s} if s is not None else {}), **kw)
+
+def _ci(p:dict)->dict: return {k: p[k] for k in ('diff', 'lo', 'hi', 'n')}
+
+def paired_table2(runs:pd.DataFrame, # from load_runs
+                  s:float=10.0, # SelMix temperature of the main table
+                  level:float=0.95)->pd.DataFrame: # dataset, column, objective, metric, pretrained, selmix, diff, lo, hi, n
+    "Table 2, paired: per column, the SelMix model trained for its objective − the pre-trained model of the same seed."
+    rows = []
+    for ds in (runs.dataset.unique() if len(runs) else []):
+        r = runs[runs.dataset == ds]
+        for label, obj, met in columns_for(ds):
+            p = paired(_selmix(r, met, obj, s), arm(r, met, 'pretrained'), level)
+            rows.append(dict(dataset=ds, column=label, objective=obj, metric=met, pretrained=p['b'], selmix=p['a'], **_ci(p)))
+    return pd.DataFrame(rows)
+
+def _objectives(runs, s):
+    "(dataset, objective) pairs with main-table SelMix runs at temperature s."
+    f = _finetuned(runs, 'selmix', s)
+    return list(f[['dataset', 'objective']].drop_duplicates().itertuples(index=False, name=None))
+
+def baseline_table(runs:pd.DataFrame, # from load_runs
+                   s:float=10.0, # SelMix temperature
+                   level:float=0.95)->pd.DataFrame: # dataset, objective, metric, method, value, selmix, diff, lo, hi, n
+    "SelMix − X paired by seed, for X the pre-trained model and each baseline, on each target metric of each objective."
+    rows = []
+    for ds, obj in _objectives(runs, s):
+        r = runs[runs.dataset == ds]
+        for met in target_metrics(obj):
+            sel = _selmix(r, met, obj, s)
+            refs = {'pretrained': arm(r, met, 'pretrained')}
+            refs |= {b: arm(r, met, method=b, **({} if b in AGNOSTIC else dict(objective=obj))) for b in BASELINES}
+            for name, ref in refs.items():
+                if ref.notna().any():
+                    p = paired(sel, ref, level)
+                    rows.append(dict(dataset=ds, objective=obj, metric=met, method=name, value=p['b'], selmix=p['a'], **_ci(p)))
+    return pd.DataFrame(rows, columns=['dataset', 'objective', 'metric', 'method', 'value', 'selmix', 'diff', 'lo', 'hi', 'n'])
+
+def policy_paired(runs:pd.DataFrame, # from load_runs
+                  s:float=10.0, # SelMix temperature
+                  level:float=0.95)->pd.DataFrame: # dataset, objective, metric, policy, value, selmix, diff, lo, hi, n
+    "Table K.2, paired: SelMix − each other sampling policy, same objective, same seeds, on the objective's metrics."
+    rows, m = [], main_runs(runs[runs.stage == 'finetuned']) if len(runs) else runs
+    for ds, obj in _objectives(runs, s):
+        r = runs[runs.dataset == ds]
+        for pol in [p for p in POLICY_ORDER if p != 'selmix' and p in set(m[(m.dataset == ds) & (m.objective == obj)].policy)]:
+            for met in target_metrics(obj):
+                p = paired(_selmix(r, met, obj, s), _selmix(r, met, obj, None, policy=pol), level)
+                rows.append(dict(dataset=ds, objective=obj, metric=met, policy=pol, value=p['b'], selmix=p['a'], **_ci(p)))
+    return pd.DataFrame(rows, columns=['dataset', 'objective', 'metric', 'policy', 'value', 'selmix', 'diff', 'lo', 'hi', 'n'])
+
+POLICY_ORDER = ('selmix', 'uniform', 'greedy', 'forgetting', 'hard_pool')
+
+def temperature_table(runs:pd.DataFrame, # from load_runs
+                      objective:str='min_recall', # the objective of the sweep
+                      level:float=0.95)->pd.DataFrame: # dataset, s_scale, s, metric, value, n, ref, diff, lo, hi, n_pairs
+    "Fig. K.1, paired: every (s_scale, s) of SelMix for `objective` − uniform and − greedy on the same seeds."
+    rows, f = [], runs[(runs.stage == 'finetuned') & (runs.method == 'selmix') & (runs.policy == 'selmix') & (runs.objective == objective)]
+    f = f[f.variant.isin(['', 's_scale=max_abs'])]
+    met = target_metrics(objective)[0]
+    for (ds, sc, s, v), _ in f.groupby(['dataset', 's_scale', 's', 'variant']):
+        r = runs[runs.dataset == ds]
+        a = _selmix(r, met, objective, float(s), variant=v, s_scale=sc)
+        for ref in ('uniform', 'greedy'):
+            b = _selmix(r, met, objective, None, policy=ref)
+            if b.notna().any():
+                p = paired(a, b, level)
+                rows.append(dict(dataset=ds, s_scale=sc, s=float(s), metric=met, value=a.mean(), n=int(a.notna().sum()), ref=ref,
+                                 diff=p['diff'], lo=p['lo'], hi=p['hi'], n_pairs=p['n']))
+    return pd.DataFrame(rows, columns=['dataset', 's_scale', 's', 'metric', 'value', 'n', 'ref', 'diff', 'lo', 'hi', 'n_pairs'])
+
+def diagonal_table(runs:pd.DataFrame, # from load_runs
+                   s:float=10.0, level:float=0.95)->pd.DataFrame: # dataset, metric, best_other, own, other, diff, lo, hi, n
+    "Table K.3's claim, paired: on each metric that is also an objective, its own model − the best other model (by mean)."
+    rows = []
+    objs = _objectives(runs, s)
+    for ds, m in objs:
+        if m not in METRICS: continue
+        r = runs[runs.dataset == ds]
+        own = _selmix(r, m, m, s)
+        others = {o: _selmix(r, m, o, s) for d, o in objs if d == ds and o != m}
+        if not others: continue
+        best = max(others, key=lambda o: others[o].mean())
+        p = paired(own, others[best], level)
+        rows.append(dict(dataset=ds, metric=m, best_other=best, own=p['a'], other=p['b'], **_ci(p)))
+    return pd.DataFrame(rows, columns=['dataset', 'metric', 'best_other', 'own', 'other', 'diff', 'lo', 'hi', 'n'])
+
+# %% ../nbs/12_results.ipynb #07e76454
+def headline_table(runs:pd.DataFrame, # from load_runs
+                   s:float=10.0, level:float=0.95)->pd.DataFrame:
+    "Per Table-2 column: pre-trained, SelMix, the best baseline (highest mean there), SelMix − it and SelMix − pre-trained, paired."
+    b, rows = baseline_table(runs, s, level), []
+    for ds in (runs.dataset.unique() if len(runs) else []):
+        for label, obj, met in columns_for(ds):
+            g = b[(b.dataset == ds) & (b.objective == obj) & (b.metric == met)]
+            pre, bl = g[g.method == 'pretrained'], g[g.method.isin(BASELINES)]
+            if not len(pre): continue
+            row = dict(dataset=ds, column=label, objective=obj, metric=met, pretrained=pre.value.item(), selmix=pre.selmix.item(),
+                       vs_pretrained=pre['diff'].item(), lo_pretrained=pre.lo.item(), hi_pretrained=pre.hi.item(), n=int(pre.n.item()))
+            if len(bl):
+                best = bl.loc[bl.value.idxmax()]
+                row |= dict(best_baseline=best.method, baseline=best.value, vs_baseline=best['diff'], lo_baseline=best.lo,
+                            hi_baseline=best.hi, n_baseline=int(best.n))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+def sweep_timing(runs_dir, # a sweep's folder: each run holds the `run.ipynb` papermill executed
+                )->dict: # runs, compute_min (sum of run durations), wall_min (union of run intervals), first, last
+    "How long a sweep took, from papermill's start and end times in every executed `run.ipynb` under `runs_dir`."
+    spans = []
+    for f in Path(runs_dir).rglob('run.ipynb'):
+        try: pm = json.loads(f.read_text())['metadata']['papermill']
+        except (ValueError, KeyError): continue
+        if pm.get('start_time') and pm.get('end_time'):
+            spans.append((pd.Timestamp(pm['start_time']), pd.Timestamp(pm['end_time'])))
+    if not spans: return dict(runs=0, compute_min=np.nan, wall_min=np.nan, first=None, last=None)
+    spans.sort()
+    wall, (cur_a, cur_b) = 0., spans[0]
+    for a, b in spans[1:]:
+        if a > cur_b: wall += (cur_b - cur_a).total_seconds(); cur_a, cur_b = a, b
+        else: cur_b = max(cur_b, b)
+    wall += (cur_b - cur_a).total_seconds()
+    return dict(runs=len(spans), compute_min=sum((b - a).total_seconds() for a, b in spans)/60, wall_min=wall/60,
+                first=str(spans[0][0]), last=str(max(b for _, b in spans)))
+
+def gain_scales(runs_dir, # folder searched recursively for metrics.json
+               )->pd.DataFrame: # one row per snapshot refresh of every SelMix run that kept G
+    "Scale of the gain matrix G per run and snapshot: max|G|, max G, and for coverage objectives the factor (max λ + 1) that the released code's normalisation divided D by."
+    rows = []
+    for f in sorted(Path(runs_dir).rglob('metrics.json')):
+        try: m = json.loads(f.read_text())
+        except ValueError: continue
+        cfg, run = _config_row(m), str(f.parent.relative_to(runs_dir))
+        for h in m.get('history') or []:
+            if not isinstance(h, dict) or h.get('G') is None: continue
+            G = np.asarray(h['G'], dtype=float)
+            lam = (h.get('multipliers') or {}).get('lam_cov')
+            factor = max(lam) + 1 if lam is not None and cfg.get('coverage_norm', True) else 1.
+            rows.append(dict(dataset=cfg.get('dataset'), objective=cfg.get('objective'), policy=cfg.get('policy'), s=cfg.get('s'),
+                             s_scale=cfg.get('s_scale'), seed=cfg.get('seed'), run=run, variant=run_variant(run), step=h.get('step'),
+                             max_abs_G=float(np.abs(G).max()), max_G=float(G.max()), norm_factor=float(factor),
+                             max_abs_G_unnormalised=float(np.abs(G).max() * factor)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/12_results.ipynb #a38f3f73
+def coverage_attainability(n:int, # samples in the split
+                           K:int, # classes
+                           alpha:float=0.95, # the bound is coverage_j ≥ alpha/K for every class
+                           draws:int=20_000, seed:int=0)->dict: # p_met, expected_min, bound
+    "For a classifier with true coverages all 1/K: P(empirical min coverage on n samples ≥ α/K) and E[min coverage]."
+    c = np.random.default_rng(seed).multinomial(n, [1/K]*K, size=draws).min(1) / n
+    return dict(n=n, K=K, bound=alpha/K, p_met=float((c >= alpha/K - 1e-12).mean()), expected_min=float(c.mean()))

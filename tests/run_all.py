@@ -19,6 +19,7 @@ def sh(*cmd, **kw):
 def make_readme(out=ROOT/'README.md'):
     "Render `nbs/index.ipynb`, executed, to `out` as markdown (nbdev's own `nbdev_readme` needs quarto)."
     r = sh(BIN/'jupyter', 'nbconvert', '--to', 'markdown', '--execute', '--log-level', 'ERROR',
+           '--TagRemovePreprocessor.enabled=True', '--TagRemovePreprocessor.remove_input_tags=remove_input',
            '--output-dir', out.parent, '--output', out.stem, ROOT/'nbs'/'index.ipynb')
     if r.returncode: raise RuntimeError(r.stderr)
     out.write_text(re.sub(r'\n{3,}', '\n\n', out.read_text()).strip() + '\n')

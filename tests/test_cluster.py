@@ -26,7 +26,7 @@ def data(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the real smoke grid, submitit's local executor
 def test_smoke_grid_through_submitit_local(data, tmp_path):
-    res = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=3)   # the 3 runs at once
+    res = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=3)   # three runs at once
     assert res.failed == [] and sorted(res.done) == sorted(S.point_id(p) for p in expand_grid(GRIDS['smoke']))
     rec = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
     assert rec['executor'] == 'submitit-local' and len(rec['jobs']) == 1         # one shared pre-training job
@@ -36,7 +36,7 @@ def test_smoke_grid_through_submitit_local(data, tmp_path):
         assert t['state'] == 'COMPLETED' and t['after'] == pre['job'] and Path(t['stderr']).parent.exists()
         m = json.loads((tmp_path / 'runs' / 'smoke' / pid / 'metrics.json').read_text())
         assert m['config']['pretrain_hash'] == pre['result']['pretrain_hash']    # the runs used that checkpoint
-    assert len({t['job_id'] for t in rec['points'].values()} | {pre['job_id']}) == 4
+    assert len({t['job_id'] for t in rec['points'].values()} | {pre['job_id']}) == 1 + len(expand_grid(GRIDS['smoke']))
     final = torch.load(Path(pre['result']['checkpoint']) / 'final.pt', weights_only=False)
     assert final['trained_by']['pid'] == pre['result']['pid']                    # trained by the job, not by a run
     again = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=3)   # resubmission
@@ -120,9 +120,9 @@ def test_paper_table2_plan_and_slurm_parameters(tmp_path):
 
 def test_embedded_is_cpu_only_and_imagenet_pretrains_on_4_gpus(tmp_path):
     plan = plan_sweep('smoke', runs_dir=tmp_path)
-    assert [j.kind for j in plan.jobs] == ['pretrain', 'finetune'] and plan.jobs[1].size == 3
+    assert [j.kind for j in plan.jobs] == ['pretrain', 'finetune'] and plan.jobs[1].size == 5
     s = sbatch_script([plan.jobs[1]], tmp_path / 'jobs', dependency='1_0')
-    assert 'gpus' not in s and '#SBATCH --array=0-2%3' in s and '#SBATCH --time=60' in s
+    assert 'gpus' not in s and '#SBATCH --array=0-4%5' in s and '#SBATCH --time=60' in s
     r = job_resources('imagenet_lt', 'pretrain')
     assert (r['gpus'], r['tasks']) == (4, 4)
     assert '#SBATCH --ntasks-per-node=4' in sbatch_script([S.ClusterJob('p', 'pretrain', [{}], [None], r)], tmp_path)
@@ -147,7 +147,7 @@ def test_slurm_submission_with_a_fake_sbatch(tmp_path, monkeypatch):
     assert res.done == [] and res.failed == [] and len(res.submitted) == 3 and 'resubmit' in res.summary()
     scripts = [(bin_ / f'submitted_{n}.sh').read_text() for n in (100, 101)]
     assert '#SBATCH --partition=cpu' in scripts[0] and 'dependency' not in scripts[0]      # the pre-training
-    assert '#SBATCH --dependency=afterok:100' in scripts[1] and '#SBATCH --array=0-2%3' in scripts[1]
+    assert '#SBATCH --dependency=afterok:100' in scripts[1] and '#SBATCH --array=0-4%5' in scripts[1]
     rec = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
     assert rec['jobs'][0]['job_id'] == '100' and {t['job_id'] for t in rec['points'].values()} == {'101_0', '101_1', '101_2'}
     assert all(t['state'] == 'SUBMITTED' for t in rec['points'].values())

@@ -1,4 +1,4 @@
-"nbs/report.ipynb on the output of a tiny REAL sweep (the `smoke` grid: three real runs of nbs/run.ipynb)."
+"nbs/report.ipynb on the output of a tiny REAL sweep (the `smoke` grid: five real runs of nbs/run.ipynb, two of them baselines)."
 import csv, json, math, statistics
 from pathlib import Path
 
@@ -20,13 +20,13 @@ def report(tmp_path_factory):
     tables = {p.stem: list(csv.DictReader(p.open())) for p in (tmp/'tables').glob('*.csv')}
     return tmp, raw, tables
 
-def _values(raw, objective, metric, policy='selmix', s=10.0, stage='finetuned'):
+def _values(raw, objective, metric, policy='selmix', s=10.0, stage='finetuned', method='selmix'):
     return [m[stage][metric] for m in raw if m['config']['objective'] == objective and m['config']['policy'] == policy
-            and math.isclose(float(m['config']['s']), s)]
+            and m['config'].get('method', 'selmix') == method and math.isclose(float(m['config']['s']), s)]
 
 def test_the_sweep_really_ran(report):
     tmp, raw, _ = report
-    assert len(raw) == 3   # the smoke grid
+    assert len(raw) == 5   # the smoke grid
     for m in raw:          # each metrics.json is a real report: its summaries agree with its own per-class recalls
         for stage in ('pretrained', 'finetuned'):
             r = m[stage]['recalls']
@@ -34,15 +34,19 @@ def test_the_sweep_really_ran(report):
             assert math.isclose(m[stage]['min_recall'], min(r), rel_tol=1e-9)
             assert math.isclose(sum(m[stage]['coverages']), 1, rel_tol=1e-6)
     assert {m['config']['seed'] for m in raw} == {0}
-    assert {(m['config']['objective'], m['config']['policy']) for m in raw} == {
-        ('min_recall', 'selmix'), ('mean_recall', 'selmix'), ('min_recall', 'uniform')}
-    assert all(m['config']['finetune_steps'] == 20 and m['history'][-1]['step'] == 20 for m in raw)
+    assert {(m['config']['objective'], m['config']['method'], m['config']['policy']) for m in raw} == {
+        ('min_recall', 'selmix', 'selmix'), ('mean_recall', 'selmix', 'selmix'), ('min_recall', 'selmix', 'uniform'),
+        ('min_recall', 'cost_sensitive', 'selmix'), ('min_recall', 'plugin', 'selmix')}
+    trained = [m for m in raw if m['config']['method'] != 'plugin']
+    assert all(m['config']['finetune_steps'] == 20 and m['history'][-1]['step'] == 20 for m in trained)
+    plug = next(m for m in raw if m['config']['method'] == 'plugin')
+    assert plug['history'] == [] and len(plug['plugin']['G']) == len(plug['finetuned']['recalls'])   # no training, a K×K rule
 
 def test_table2_is_the_mean_over_seeds(report):
     _, raw, t = report
     rows = {(r['method'], r['column']): r for r in t['table2']}
     v = _values(raw, 'min_recall', 'min_recall')
-    assert len(v) == 1 and int(rows[('selmix', 'Min Rec.')]['n']) == 1
+    assert len(v) == 1 and int(rows[('selmix', 'Min Rec.')]['n']) == 1   # the baselines' min-recall runs are not pooled in
     assert math.isclose(_f(rows[('selmix', 'Min Rec.')]['mean']), 100*v[0], rel_tol=1e-9)
     assert math.isnan(_f(rows[('selmix', 'Min Rec.')]['std']))   # one seed: no std
     w = _values(raw, 'mean_recall', 'mean_recall')
@@ -54,6 +58,22 @@ def test_table2_is_the_mean_over_seeds(report):
     assert all(max(v) - min(v) < 1e-12 for v in pre.values())   # the runs of one seed share one pre-trained model
     pre = {k: v[0] for k, v in pre.items()}
     assert math.isclose(_f(rows[('pretrained', 'Min Rec.')]['mean']), 100*statistics.mean(pre.values()), rel_tol=1e-9)
+    paired = {r['column']: r for r in t['table2_paired']}
+    assert math.isclose(_f(paired['Min Rec.']['diff']), 100*(v[0] - pre[0]), rel_tol=1e-9, abs_tol=1e-9)
+    assert paired['Min Rec.']['n'] == '1' and math.isnan(_f(paired['Min Rec.']['lo']))   # one seed: no interval
+
+def test_baselines_are_paired_with_selmix(report):
+    _, raw, t = report
+    b = {(r['objective'], r['method']): r for r in t['baselines']}
+    assert {m for o, m in b if o == 'min_recall'} == {'pretrained', 'plugin', 'cost_sensitive'}
+    sel = _values(raw, 'min_recall', 'min_recall')[0]
+    for meth in ('plugin', 'cost_sensitive'):
+        x = _values(raw, 'min_recall', 'min_recall', method=meth)[0]
+        assert math.isclose(_f(b[('min_recall', meth)]['value']), 100*x, rel_tol=1e-9)
+        assert math.isclose(_f(b[('min_recall', meth)]['diff']), 100*(sel - x), rel_tol=1e-9, abs_tol=1e-9)
+    head = {r['column']: r for r in t['headline']}
+    best = max(('plugin', 'cost_sensitive'), key=lambda m: _values(raw, 'min_recall', 'min_recall', method=m)[0])
+    assert head['Min Rec.']['best_baseline'] == best
 
 def test_policy_and_diagonal_tables(report):
     _, raw, t = report
@@ -61,15 +81,15 @@ def test_policy_and_diagonal_tables(report):
     u = _values(raw, 'min_recall', 'min_recall', policy='uniform')
     assert math.isclose(_f(k2[('uniform', 'min_recall', 'min_recall')]['mean']), 100*u[0], rel_tol=1e-9)
     assert math.isnan(_f(k2[('uniform', 'min_recall', 'min_recall')]['std']))   # one seed: no std
-    diag = {r['objective']: r for r in t['diagonal']}
+    diag = {r['metric']: r for r in t['diagonal']}
     assert set(diag) == {'min_recall', 'mean_recall'}
     for obj, other in [('min_recall', 'mean_recall'), ('mean_recall', 'min_recall')]:
-        own, oth = statistics.mean(_values(raw, obj, obj)), statistics.mean(_values(raw, other, obj))
-        assert (diag[obj]['wins'] == 'True') == (own >= oth)
+        own, oth = _values(raw, obj, obj)[0], _values(raw, other, obj)[0]
+        assert math.isclose(_f(diag[obj]['diff']), 100*(own - oth), rel_tol=1e-9, abs_tol=1e-9) and diag[obj]['best_other'] == other
 
 def test_report_notebook_shows_the_findings(report):
     tmp, raw, _ = report
     nb = json.loads((tmp/'report.ipynb').read_text())
     text = ''.join(''.join(o.get('data', {}).get('text/markdown', '')) for c in nb['cells'] for o in c.get('outputs', []))
-    assert f"**{len(raw)} fine-tuning runs**" in text and 'Table K.3 diagonal' in text and 'Table K.2 policies' in text
+    assert f"**{len(raw)} runs**" in text and 'Table K.3 diagonal' in text and 'Table K.2' in text and 'SelMix vs plugin' in text
     assert sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', [])) >= 3

@@ -52,15 +52,17 @@ def test_parse_param_types():
     with pytest.raises(ValueError, match='key=value'): parse_param('seed=')
 
 def test_ready_made_grids_name_valid_settings():
-    from selmix.finetune import POLICIES
+    from selmix.finetune import POLICIES, RUN_METHODS
     from selmix.sweep import SEEDS
     for name, g in GRIDS.items():
         for p in expand_grid(g):
-            assert p['objective'] in OBJECTIVES and p['policy'] in POLICIES, (name, p)
-            assert p.get('s', 1) > 0, (name, p)
+            assert p['objective'] in OBJECTIVES and p.get('policy', 'selmix') in POLICIES, (name, p)
+            assert p.get('method', 'selmix') in RUN_METHODS and p.get('s', 1) > 0, (name, p)
+            assert 'policy' not in p or p.get('method', 'selmix') == 'selmix', (name, p)   # a baseline draws no pairs
     emb = expand_grid(GRIDS['embedded'])
     assert {p['dataset'] for p in emb} == {'mnist_lt'} and {p['seed'] for p in emb} == set(SEEDS)
-    assert {p['policy'] for p in emb} == {'selmix', 'uniform', 'greedy'} and len({p['s'] for p in emb}) >= 3
+    assert {p.get('policy') for p in emb} == {'selmix', 'uniform', 'greedy', None} and len({p['s'] for p in emb if 's' in p}) >= 3
+    assert {p.get('method', 'selmix') for p in emb} == set(RUN_METHODS)   # every baseline beside SelMix
     t2 = expand_grid(GRIDS['paper_table2'])
     assert {(p['dataset'], p['objective']) for p in t2} >= {('cifar10_lt', 'min_recall'), ('cifar100_lt', 'min_ht_recall')}
 
@@ -114,7 +116,7 @@ def test_cli_list():
                          capture_output=True, text=True, check=True).stdout.split()
     assert len(out) == 3*3 and all('seed=4' in o and 'dataset=cifar10_lt' in o for o in out)
     assert main(['smoke', '--list']) == 0
-    assert len(expand_grid(GRIDS['smoke'])) == 3
+    assert len(expand_grid(GRIDS['smoke'])) == 5
 
 # ---------------------------------------------------------------- aggregation
 def _report(rng, K=4):
