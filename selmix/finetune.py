@@ -233,7 +233,7 @@ def refresh(model, bench, obj, cfg:FinetuneConfig, device, cache=None, step:int=
     obj.update(C)  # multipliers always follow the true (argmax) metric
     G, cost, mixup = None, None, cfg.method == 'selmix'
     if cfg.method == 'cost_sensitive':
-        cost = cost_matrix(gain_direction(obj, C, cfg, logits, bench.val.y), torch.bincount(bench.labeled.y, minlength=K))
+        cost = cost_matrix(obj.grad_confusion(C), torch.bincount(bench.labeled.y, minlength=K))   # ∂ψ/∂C: the linearised metric's gains
     if mixup and cfg.policy != 'uniform':  # uniform never looks at gains: its refresh stays as cheap as possible
         D = gain_direction(obj, C, cfg, logits, bench.val.y)
         W, b = model.head.weight.detach().cpu(), model.head.bias.detach().cpu()
@@ -317,7 +317,7 @@ def mixup_step(model, bench, # the model being fine-tuned and its `Benchmark`
     return dict(i=i, j=j, a=a, b=b, b_lab=b_lab, from_labeled=fb, lam=lam, loss=loss.item())
 
 # %% ../nbs/10_finetune.ipynb #59e4d2a2
-def cost_matrix(D:torch.Tensor, # K×K dψ/dC̃ of the linearised objective (`gain_direction`)
+def cost_matrix(D:torch.Tensor, # K×K gains ∂ψ/∂C of the linearised objective (`Objective.grad_confusion`)
                 counts:torch.Tensor, # K labeled class counts: the prior the loss is averaged over
                )->torch.Tensor: # K×K non-negative costs W with the Bayes classifier of ⟨D, C⟩
     "W = D minus its row minima, scaled so that Σ_y π_y Σ_l W[y, l] = 1; the identity (plain CE) if D is constant per row."
