@@ -144,10 +144,11 @@ def test_slurm_submission_with_a_fake_sbatch(tmp_path, monkeypatch):
     for f in ('srun', 'sbatch'): (bin_ / f).chmod(0o755)
     monkeypatch.setenv('PATH', f"{bin_}:{os.environ['PATH']}")
     res = run_sweep('smoke', executor='slurm', runs_dir=tmp_path / 'runs', partition='cpu')
-    assert res.done == [] and res.failed == [] and len(res.submitted) == 3 and 'resubmit' in res.summary()
+    n_pts = len(expand_grid(GRIDS['smoke']))
+    assert res.done == [] and res.failed == [] and len(res.submitted) == n_pts and 'resubmit' in res.summary()
     scripts = [(bin_ / f'submitted_{n}.sh').read_text() for n in (100, 101)]
     assert '#SBATCH --partition=cpu' in scripts[0] and 'dependency' not in scripts[0]      # the pre-training
     assert '#SBATCH --dependency=afterok:100' in scripts[1] and '#SBATCH --array=0-4%5' in scripts[1]
     rec = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
-    assert rec['jobs'][0]['job_id'] == '100' and {t['job_id'] for t in rec['points'].values()} == {'101_0', '101_1', '101_2'}
+    assert rec['jobs'][0]['job_id'] == '100' and {t['job_id'] for t in rec['points'].values()} == {f'101_{i}' for i in range(n_pts)}
     assert all(t['state'] == 'SUBMITTED' for t in rec['points'].values())
