@@ -232,8 +232,9 @@ def refresh(model, bench, obj, cfg:FinetuneConfig, device, cache=None, step:int=
     C = confusion_matrix(bench.val.y, logits.argmax(1), K)
     obj.update(C)  # multipliers always follow the true (argmax) metric
     G, cost, mixup = None, None, cfg.method == 'selmix'
+    n_lab = torch.bincount(bench.labeled.y, minlength=K)   # labeled class counts
     if cfg.method == 'cost_sensitive':
-        cost = cost_matrix(obj.grad_confusion(C), torch.bincount(bench.labeled.y, minlength=K))   # ∂ψ/∂C: the linearised metric's gains
+        cost = cost_matrix(obj.grad_confusion(C), n_lab)   # ∂ψ/∂C: the linearised metric's gains
     if mixup and cfg.policy != 'uniform':  # uniform never looks at gains: its refresh stays as cheap as possible
         D = gain_direction(obj, C, cfg, logits, bench.val.y)
         W, b = model.head.weight.detach().cpu(), model.head.bias.detach().cpu()
@@ -251,7 +252,7 @@ def refresh(model, bench, obj, cfg:FinetuneConfig, device, cache=None, step:int=
     partner_y = pseudo if pseudo is not None else bench.labeled.y
     counts = None if hard is None else torch.bincount(partner_y[hard], minlength=K)
     P = pair_distribution(cfg.policy if mixup else 'uniform', scaled_gains(G, cfg.s_scale), cfg.s, K,
-                          can_anchor=torch.bincount(bench.labeled.y, minlength=K) > 0, forgetting=forgetting, partner_counts=counts)
+                          can_anchor=n_lab > 0, forgetting=forgetting, partner_counts=counts)
     return dict(C=C, G=G, P=P, pseudo=pseudo, hard=hard, cost=cost)
 
 # %% ../nbs/10_finetune.ipynb #3906568e

@@ -17,7 +17,7 @@ __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'S
            'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'point_params', 'run_variant',
            'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for', 'scale',
            'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
-           'paired_interval', 'arm', 'paired', 'fmt_ci', 'paired_table2', 'baseline_table', 'policy_paired',
+           'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability']
 
@@ -44,16 +44,25 @@ def _config_row(m:dict)->dict:
     flat = lambda d: {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool)) or v is None}
     return LATER_DEFAULTS | flat(m['config'].get('finetune_config') or {}) | flat(m['config'])
 
+def _read_runs(runs_dir, # folder searched recursively for metrics.json
+               warn:bool=False, # warn about each file left out (load_runs does; the other readers stay quiet)
+              ):
+    "(run folder relative to `runs_dir`, metrics.json, `_config_row`) of every readable run, in folder order."
+    for f in sorted(Path(runs_dir).rglob('metrics.json')):
+        try: m = json.loads(f.read_text())
+        except ValueError as e:
+            if warn: warnings.warn(f"skipping unreadable {f}: {e}")
+            continue
+        if not isinstance(m, dict) or not isinstance(m.get('config'), dict):
+            if warn: warnings.warn(f"skipping {f}: no 'config' mapping")
+            continue
+        yield str(f.parent.relative_to(runs_dir)), m, _config_row(m)
+
 def load_runs(runs_dir, # folder searched recursively for metrics.json
              )->pd.DataFrame: # one row per run and stage
     "All runs under `runs_dir` as a DataFrame (config columns + variant + stage + test metrics + val_ metrics + recalls)."
     rows = []
-    for f in sorted(Path(runs_dir).rglob('metrics.json')):
-        try: m = json.loads(f.read_text())
-        except ValueError as e: warnings.warn(f"skipping unreadable {f}: {e}"); continue
-        if not isinstance(m, dict) or not isinstance(m.get('config'), dict):
-            warnings.warn(f"skipping {f}: no 'config' mapping"); continue
-        cfg, run = _config_row(m), str(f.parent.relative_to(runs_dir))
+    for run, m, cfg in _read_runs(runs_dir, warn=True):
         for stage in STAGES:
             rep, val = m.get(stage), m.get(f'{stage}_val') or {}
             if not isinstance(rep, dict): continue
@@ -69,11 +78,7 @@ def load_history(runs_dir, # folder searched recursively for metrics.json
                 )->pd.DataFrame: # one row per refresh of every run
     "The fine-tuning history of every run under `runs_dir` (with the config columns and `variant` of `load_runs`)."
     rows = []
-    for f in sorted(Path(runs_dir).rglob('metrics.json')):
-        try: m = json.loads(f.read_text())
-        except ValueError: continue   # load_runs warns about it
-        if not isinstance(m, dict) or not isinstance(m.get('config'), dict): continue
-        cfg, run = _config_row(m), str(f.parent.relative_to(runs_dir))
+    for run, m, cfg in _read_runs(runs_dir):   # load_runs warns about the files left out
         for i, h in enumerate(m.get('history') or []):
             if isinstance(h, dict): rows.append(cfg | dict(run=run, variant=run_variant(run), refresh=i)
                                                 | _flat_history(h, cfg))
@@ -352,7 +357,9 @@ def fmt_ci(diff, lo, hi, n, # a paired difference, its interval and the number o
     s = f"{diff:+.{digits}f}" + (f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if n > 1 else ' (no interval)')
     return s + (f" (n={n} of {want})" if n < want else '')
 
-def _digits(metric): return 1 if PERCENT.get(metric, True) else 3
+def digits(metric:str)->int:
+    "Decimals of a paired difference in the paper's units: 1 for recalls (%), 3 for coverages."
+    return 1 if PERCENT.get(metric, True) else 3
 
 # %% ../nbs/12_results.ipynb #27f245b7
 BASELINES = ('plugin', 'cost_sensitive', 'logit_adjusted')   # the methods a user would pick instead (selmix.baselines, selmix.finetune)
@@ -488,10 +495,7 @@ def gain_scales(runs_dir, # folder searched recursively for metrics.json
                )->pd.DataFrame: # one row per snapshot refresh of every SelMix run that kept G
     "Scale of the gain matrix G per run and snapshot: max|G|, max G, and for coverage objectives the factor (max λ + 1) that the released code's normalisation divided D by."
     rows = []
-    for f in sorted(Path(runs_dir).rglob('metrics.json')):
-        try: m = json.loads(f.read_text())
-        except ValueError: continue
-        cfg, run = _config_row(m), str(f.parent.relative_to(runs_dir))
+    for run, m, cfg in _read_runs(runs_dir):
         for h in m.get('history') or []:
             if not isinstance(h, dict) or h.get('G') is None: continue
             G = np.asarray(h['G'], dtype=float)
