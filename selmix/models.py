@@ -10,9 +10,9 @@ from .data import Split
 from .core import resolve_device
 
 # %% auto #0
-__all__ = ['ARCHS', 'FeatureModel', 'SmallCNN', 'WideResNet', 'CifarResNet', 'TorchvisionResNet50', 'get_model',
-           'arch_for_images', 'default_arch', 'TinyMLP', 'extract_features', 'predict', 'FrozenBatchNorm1d',
-           'FrozenBatchNorm2d', 'freeze_bn']
+__all__ = ['ARCHS', 'FeatureModel', 'SmallCNN', 'WideResNet', 'CifarResNet', 'TorchvisionResNet50', 'TorchvisionResNet',
+           'get_model', 'arch_for_images', 'default_arch', 'TinyMLP', 'extract_features', 'predict',
+           'FrozenBatchNorm1d', 'FrozenBatchNorm2d', 'freeze_bn']
 
 # %% ../nbs/05_models.ipynb #88ff868e
 class FeatureModel(nn.Module):
@@ -59,13 +59,14 @@ class WideResNet(FeatureModel):
     def __init__(self, num_classes:int, # K
                  in_channels:int=3, depth:int=28, # 6n+4
                  widen:int=2, # widen factor
+                 released:bool=False, # the SelMix release's variant: the first block of *every* stage feeds its shortcut the pre-activation
                 ):
         super().__init__()
         if (depth - 4) % 6: raise ValueError(f"WRN depth must be 6n+4, got {depth}")
         n, ch = (depth - 4) // 6, [16, 16*widen, 32*widen, 64*widen]
         layers = [nn.Conv2d(in_channels, ch[0], 3, 1, 1, bias=False)]
         for s, (cin, cout, stride) in enumerate([(ch[0], ch[1], 1), (ch[1], ch[2], 2), (ch[2], ch[3], 2)]):
-            layers += [_WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, activate_before_residual=(s == 0 and i == 0))
+            layers += [_WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, activate_before_residual=(i == 0 and (released or s == 0)))
                        for i in range(n)]
         layers += [nn.BatchNorm2d(ch[3], momentum=0.001), nn.LeakyReLU(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body, self.feat_dim = nn.Sequential(*layers), ch[3]
@@ -111,8 +112,22 @@ class TorchvisionResNet50(FeatureModel):
         body.fc = nn.Identity()
         self.body, self.head = body, nn.Linear(self.feat_dim, num_classes)
 
+# %% ../nbs/05_models.ipynb #0c4121a9
+class TorchvisionResNet(FeatureModel):
+    "A torchvision ResNet-family model by name (weights=None) as body + linear head (its `fc`)."
+    def __init__(self, num_classes:int, in_channels:int=3, name:str='resnet18'):
+        super().__init__()
+        from torchvision.models import get_model as tv_model
+        body = tv_model(name, weights=None)
+        if not isinstance(getattr(body, 'fc', None), nn.Linear): raise ValueError(f"{name!r} has no linear `fc` layer: not a ResNet-family model")
+        if in_channels != 3: body.conv1 = nn.Conv2d(in_channels, body.conv1.out_channels, 7, 2, 3, bias=False)
+        self.feat_dim = body.fc.in_features
+        body.fc = nn.Identity()
+        self.body, self.head = body, nn.Linear(self.feat_dim, num_classes)
+
 # %% ../nbs/05_models.ipynb #07d6b31e
-ARCHS = ('small_cnn', 'wrn28_2', 'resnet32', 'resnet50')
+ARCHS = ('small_cnn', 'small_cnn_w16', 'wrn28_2', 'wrn28_2_released', 'resnet32', 'resnet50')   # small_cnn_w16: SmallCNN at width 16, the CPU-sized fmnist_lt backbone
+# wrn28_2_released: WRN-28-2 as the SelMix release builds it (same weights, one shortcut wiring differs), for its checkpoints
 
 def get_model(arch:str, # one of `ARCHS`
               num_classes:int, # K
@@ -121,13 +136,15 @@ def get_model(arch:str, # one of `ARCHS`
     "A freshly initialised model with `.features(x)`, `.head` and `forward = head ∘ features`."
     if arch not in ARCHS: raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     if int(num_classes) != num_classes or num_classes < 2: raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    return {'small_cnn': SmallCNN, 'wrn28_2': lambda k, c: WideResNet(k, c, 28, 2),
+    return {'small_cnn': SmallCNN, 'small_cnn_w16': lambda k, c: SmallCNN(k, c, 16), 'wrn28_2': lambda k, c: WideResNet(k, c, 28, 2),
+            'wrn28_2_released': lambda k, c: WideResNet(k, c, 28, 2, released=True),
             'resnet32': lambda k, c: CifarResNet(k, c, 32), 'resnet50': TorchvisionResNet50}[arch](num_classes, in_channels)
 
 # Tables G.1/G.2: WRN-28-2 for every semi-supervised benchmark, ResNet-32 (CIFAR-LT) and ResNet-50 (ImageNet-LT) supervised
 _DEFAULT_ARCH = {'mnist_lt': 'small_cnn', 'mnist_lt_sup': 'small_cnn', 'cifar10_lt': 'wrn28_2', 'cifar100_lt': 'wrn28_2',
                  'stl10_lt': 'wrn28_2', 'imagenet100_lt': 'wrn28_2', 'cifar10_lt_sup': 'resnet32',
-                 'cifar100_lt_sup': 'resnet32', 'imagenet_lt': 'resnet50'}
+                 'cifar100_lt_sup': 'resnet32', 'imagenet_lt': 'resnet50',
+                 **{f'fmnist_lt{v}': 'small_cnn_w16' for v in ('', '_uniform_u', '_inverted_u', '_sup')}}
 
 def arch_for_images(image_size:int, # side of the (square) images in pixels
                    )->str: # a name in `ARCHS`

@@ -6,7 +6,8 @@
 __all__ = ['METHODS', 'MIX_LOSSES', 'PRESETS', 'LAM_SCHEDULES', 'PretrainConfig', 'pretrain_config', 'arch_of', 'config_hash',
            'checkpoint_dir', 'log_prior', 'supervised_loss', 'fixmatch_loss', 'cosine_factor', 'EMA', 'evaluate',
            'dist_context', 'ConstantLam', 'UniformLam', 'SineLam', 'TanhLam', 'lam_schedule', 'regmixup_loss',
-           'train_loss', 'pretrain', 'load_pretrained', 'pretrained_model', 'main', 'fit_classifier']
+           'train_loss', 'device_settings', 'pretrain', 'load_pretrained', 'pretrained_model', 'main',
+           'released_wrn_key', 'starting_model', 'fit_classifier']
 
 # %% ../nbs/06_pretrain.ipynb #a3811865
 import os, json, math, copy, time, random, hashlib, platform, warnings, contextlib
@@ -53,13 +54,15 @@ class PretrainConfig:
     select:str='best' # 'best' (highest validation mean recall) or 'last'
     ckpt_every:int=1024 # save a resumable checkpoint every this many steps (does not change the result)
     seed:int=0 # initialisation, batch sampling and augmentation; an int in [0, 2**31)
-    amp:bool=False # mixed precision (float16 autocast + gradient scaling) on CUDA; always off on other devices
+    amp:bool|None=None # mixed precision (float16 autocast + gradient scaling): None → the device's default (`device_settings`)
+    compile:bool=False # `torch.compile` the training model (CUDA); like `amp` a device setting, not part of the checkpoint key
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**31:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**31)")
         self.seed = int(self.seed)
-        if not isinstance(self.amp, bool): raise ValueError(f"amp={self.amp!r} must be True or False")
+        if self.amp not in (None, True, False) or not isinstance(self.compile, bool):
+            raise ValueError(f"amp={self.amp!r} must be None, True or False and compile={self.compile!r} True or False")
         if self.method not in METHODS: raise ValueError(f"method={self.method!r} is not one of {METHODS}")
         if self.select not in ('best', 'last'): raise ValueError(f"select={self.select!r}: use 'best' or 'last'")
         for k in ('steps', 'batch_size', 'mu', 'eval_every', 'ckpt_every'):
@@ -96,6 +99,11 @@ PRESETS = {
     'mnist_lt_sup': dict(method='mixup', steps=1000, batch_size=32, lr=0.1, mixup_alpha=1.0, eval_every=100, ckpt_every=100),
     'cifar10_lt_sup': _MISLAS | dict(steps=_epochs('cifar10_lt_sup', 10, 200, 128), eval_every=10*88, ckpt_every=880),
     'cifar100_lt_sup': _MISLAS | dict(steps=_epochs('cifar100_lt_sup', 100, 200, 128), eval_every=10*138, ckpt_every=1380),
+    # fmnist_lt: CIFAR-10-LT's splits sized for a CPU (SmallCNN width 16, 32 labeled + 2×96 unlabeled a step; the paper:
+    # WRN-28-2, 64 + 2×448, 2^20 steps); the best EMA model on validation mean recall is kept (select='best')
+    **{f'fmnist_lt{v}': dict(steps=6000, batch_size=32, mu=3, lr=0.03, eval_every=250, ckpt_every=250)
+       for v in ('', '_uniform_u', '_inverted_u')},
+    'fmnist_lt_sup': _MISLAS | dict(steps=_epochs('fmnist_lt_sup', 10, 100, 128), eval_every=440, ckpt_every=440),
 }
 
 def pretrain_config(dataset:str, # a benchmark name; datasets without a preset get the FixMatch recipe
@@ -107,25 +115,41 @@ def pretrain_config(dataset:str, # a benchmark name; datasets without a preset g
     return PretrainConfig(**{**PRESETS.get(dataset, {}), **overrides})
 
 # %% ../nbs/06_pretrain.ipynb #c7a0c197
-_NOT_HASHED = ('ckpt_every',)
+_NOT_HASHED = ('ckpt_every', 'amp', 'compile')   # bookkeeping and device settings: they do not choose what is learned
 
 def arch_of(bench, cfg:PretrainConfig)->str:
     "`cfg.arch`, or the paper's architecture for the dataset and setting (a custom benchmark: by image size)."
     return cfg.arch or default_arch(bench.name, semi_supervised=cfg.semi_supervised, image_size=bench.image_size)
 
 def config_hash(bench, cfg:PretrainConfig)->str:
-    "Key of the checkpoint directory: the config (minus bookkeeping fields), the dataset and its split hash."
+    "Key of the checkpoint directory: the experiment's config, the architecture, the dataset, its split hash and content hash."
     d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_HASHED}
-    if not d['amp']: del d['amp']   # float32 runs keep the keys they had before `amp` existed
-    for k, off in (('lam_schedule', None), ('zeta', None), ('mix_loss', 'mixup')):   # likewise for the mixup options
+    d['arch'] = arch_of(bench, cfg)
+    key = json.dumps(dict(cfg=d, dataset=bench.name, split_hash=bench.split_hash, key=2,
+                          data_fingerprint=getattr(bench, 'data_fingerprint', None) or None), sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+# %% ../nbs/06_pretrain.ipynb #37f5cced
+def _legacy_hash(bench, cfg:PretrainConfig, amp:bool)->str:
+    "The key the first release gave `cfg` run with `amp` (no data fingerprint; amp and the mixup options kept only when set)."
+    d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_HASHED}
+    if amp: d['amp'] = True
+    for k, off in (('lam_schedule', None), ('zeta', None), ('mix_loss', 'mixup')):
         if d[k] == off: del d[k]
     d['arch'] = arch_of(bench, cfg)
     key = json.dumps(dict(cfg=d, dataset=bench.name, split_hash=bench.split_hash), sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
+# %% ../nbs/06_pretrain.ipynb #fbf88bf5
 def checkpoint_dir(bench, cfg:PretrainConfig)->Path:
-    "`data_root()/checkpoints/<config_hash>`."
-    return Path(data_root())/'checkpoints'/config_hash(bench, cfg)
+    "`data_root()/checkpoints/<config_hash>`, or an existing folder under the key of the first release when that is absent."
+    root = Path(data_root())/'checkpoints'
+    new = root/config_hash(bench, cfg)
+    if new.exists(): return new
+    for amp in ((True, False) if cfg.amp else (False, True)):
+        old = root/_legacy_hash(bench, cfg, amp)
+        if (old/'final.pt').exists() or (old/'last.pt').exists(): return old
+    return new
 
 # %% ../nbs/06_pretrain.ipynb #0c091e45
 def log_prior(y:torch.Tensor, # labeled targets
@@ -372,13 +396,23 @@ def _load_last(path:Path, model, ema, opt, sched, g, rank:int, world:int, scaler
     else: seed_everything(ck['state']['step']*1009 + rank)  # world size changed: resume, but not bit-exactly
     return ck['state']
 
+# %% ../nbs/06_pretrain.ipynb #7daed4f6
+def device_settings(device, # a `torch.device`, a name, or anything with a `.type` ('cuda', 'cpu', 'mps', ...)
+                    amp:bool|None=None, # None → on for CUDA, off elsewhere; True/False forces it (never on off CUDA)
+                    compile:bool=False, # ask for `torch.compile` (CUDA only)
+                   )->dict: # amp, cudnn_benchmark, channels_last, compile
+    "How to train on `device`: the speed settings that belong to the hardware, not to the experiment."
+    cuda = (torch.device(device) if isinstance(device, str) else device).type == 'cuda'
+    return dict(amp=cuda and amp is not False, cudnn_benchmark=cuda, channels_last=cuda, compile=cuda and bool(compile))
+
 # %% ../nbs/06_pretrain.ipynb #fc258ff0
-def _amp_parts(cfg:PretrainConfig, device:torch.device, rank:int)->tuple: # (amp on?, GradScaler or None)
-    "Mixed precision only on CUDA; requested elsewhere it is recorded as off, with a warning."
-    amp = cfg.amp and device.type == 'cuda'
-    if cfg.amp and not amp and rank == 0:
+def _amp_parts(cfg:PretrainConfig, device:torch.device, rank:int)->tuple: # (device settings, GradScaler or None)
+    "The device's settings for `cfg`; amp=True asked for off CUDA is recorded as off, with a warning."
+    s = device_settings(device, cfg.amp, cfg.compile)
+    if cfg.amp and not s['amp'] and rank == 0:
         warnings.warn(f"amp=True needs a CUDA device; pre-training on {device} runs in float32 (recorded as amp=False)")
-    return amp, (torch.amp.GradScaler('cuda') if amp else None)
+    if s['cudnn_benchmark']: torch.backends.cudnn.benchmark = True
+    return s, (torch.amp.GradScaler('cuda') if s['amp'] else None)
 
 def pretrain(bench, # a `selmix.data.Benchmark`
              cfg:PretrainConfig=None, # None → `pretrain_config(bench.name)`
@@ -395,7 +429,9 @@ def pretrain(bench, # a `selmix.data.Benchmark`
     # one job per checkpoint folder: rank 0 holds the lock for its whole job (other ranks train with it)
     with (locked(ckpt_dir) if rank == 0 else contextlib.nullcontext()):
         model, ema, opt, sched = _build(bench, cfg, device)
-        amp, scaler = _amp_parts(cfg, device, rank)
+        dev, scaler = _amp_parts(cfg, device, rank)
+        amp = dev['amp']
+        if dev['channels_last']: model.to(memory_format=torch.channels_last); ema.module.to(memory_format=torch.channels_last)
         if world > 1: seed_everything(cfg.seed + 7919*rank)  # same init on every rank, different augmentations
         g = torch.Generator().manual_seed(cfg.seed*1000 + rank)
         log_pi = log_prior(bench.labeled.y, bench.num_classes)
@@ -406,6 +442,7 @@ def pretrain(bench, # a `selmix.data.Benchmark`
             except DamagedFile as e:
                 warnings.warn(f"{last} is damaged ({e.reason}); pre-training starts over from step 0")
         net = DDP(model) if world > 1 else model
+        if dev['compile']: net = torch.compile(net)
         bar = tqdm(total=cfg.steps, initial=state['step'], disable=not progress or rank != 0,
                    desc=f"pretrain {cfg.method}", leave=False)
         t0 = time.time() - state['seconds']
@@ -491,7 +528,9 @@ def main(dataset:str='mnist_lt', # benchmark name (see `selmix.data.DATASETS`)
          batch_size:int=None, # global labeled batch, split evenly across the torchrun processes; default: the preset
          seed:int=0, # split and training seed
          device:str='auto', # 'auto', 'cpu', 'cuda'
-         amp:bool=False, # mixed precision on CUDA (ignored, and recorded as off, elsewhere)
+         amp:bool=False, # force mixed precision (already the default on CUDA; ignored, and recorded as off, elsewhere)
+         fp32:bool=False, # turn the CUDA default of mixed precision off
+         compile:bool=False, # torch.compile the model (CUDA only)
          lam_schedule:str=None, # method 'mixup': a λ schedule (constant, uniform, sine, tanh) instead of Beta(α, α)
          mix_loss:str=None, # method 'mixup': 'mixup' or 'regmixup'
          ckpt_dir:str=None, # default: the cache folder `checkpoint_dir(bench, cfg)`
@@ -500,11 +539,75 @@ def main(dataset:str='mnist_lt', # benchmark name (see `selmix.data.DATASETS`)
     from selmix.data import load_benchmark
     kw = {k: v for k, v in dict(method=method, steps=steps, batch_size=batch_size, lam_schedule=lam_schedule,
                                 mix_loss=mix_loss).items() if v is not None}
-    cfg = pretrain_config(dataset, seed=seed, amp=amp, **kw)   # bad values fail here, before the data is loaded
+    if amp and fp32: raise ValueError('--amp and --fp32 contradict each other')
+    cfg = pretrain_config(dataset, seed=seed, amp=True if amp else (False if fp32 else None), compile=compile, **kw)   # bad values fail here, before the data is loaded
     resolve_device(device)
     bench = load_benchmark(dataset, seed=seed)
     model = pretrain(bench, cfg, device, ckpt_dir)
     if int(os.environ.get('RANK', 0)) == 0: print(json.dumps(evaluate(model, bench.val, bench, device), indent=1))
+
+# %% ../nbs/06_pretrain.ipynb #9e79501a
+import re
+_RELEASED_BLOCK = re.compile(r'block(\d)\.layer\.(\d+)\.(bn1|conv1|bn2|conv2|convShortcut)\.(\w+)$')
+
+def released_wrn_key(key:str, # a state-dict key of the SelMix release's WideResNet (a `module.` prefix is dropped)
+                     n:int=4, # blocks per stage: (depth-4)/6, 4 for WRN-28
+                    )->str: # the same tensor's key in `selmix.models.WideResNet`
+    "Rename `block{s}.layer.{i}.*`, the stem `conv1`, the final `bn1` and `fc` of the release to `body.*` / `head.*`."
+    key = key.removeprefix('module.')
+    if m := _RELEASED_BLOCK.match(key):
+        s, i, part, leaf = m.groups()
+        return f"body.{1 + (int(s) - 1)*n + int(i)}.{'short' if part == 'convShortcut' else part}.{leaf}"
+    for old, new in (('conv1.', 'body.0.'), ('bn1.', f'body.{1 + 3*n}.'), ('fc.', 'head.')):
+        if key.startswith(old): return new + key[len(old):]
+    return key
+
+# %% ../nbs/06_pretrain.ipynb #2afb7c59
+def _fit(model:nn.Module, state:dict, what:str):
+    "Load `state` into `model` strictly, or fail naming every missing, unexpected and mis-shaped tensor (expected vs found)."
+    want = model.state_dict()
+    bad = [f"{k}: expected {tuple(want[k].shape)}, found {tuple(v.shape)}" for k, v in state.items()
+           if k in want and tuple(v.shape) != tuple(want[k].shape)]
+    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    if bad or missing or extra:
+        parts = ([f"shapes differ: {'; '.join(bad[:5])}{' …' if len(bad) > 5 else ''}"] if bad else []) + \
+                ([f"missing {missing[:5]}{' …' if len(missing) > 5 else ''}"] if missing else []) + \
+                ([f"unexpected {extra[:5]}{' …' if len(extra) > 5 else ''}"] if extra else [])
+        raise ValueError(f"{what} does not fit {type(model).__name__}: " + ' | '.join(parts))
+    model.load_state_dict(state)
+    return model
+
+# %% ../nbs/06_pretrain.ipynb #a281f565
+_TV_PREFIX = ('resnet', 'wide_resnet', 'resnext')
+
+def starting_model(checkpoint, # a released `eval_model` checkpoint, a torchvision state dict, or a file of this package
+                   arch:str|None=None, # None: from the file (released → 'wrn28_2_released', `final.pt` → its arch); a torchvision name for its files
+                   num_classes:int=10, # K of the benchmark to fine-tune on: the file must have as many classes
+                   in_channels:int=3, # channels of the benchmark's images: the file's first convolution must take as many
+                  )->nn.Module: # a `FeatureModel` on the CPU, eval mode
+    "The model fine-tuning starts from, built from a checkpoint file; refuses one whose classes or shapes do not fit."
+    from selmix.models import ARCHS, TorchvisionResNet
+    path = Path(checkpoint)
+    try: ck = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception: ck = torch.load(path, map_location='cpu', weights_only=False)   # a file of this package (records, not only tensors)
+    if isinstance(ck, nn.Module): ck = ck.state_dict()
+    if 'eval_model' in ck:                                    # (a) the authors' release: EMA weights
+        state, arch = {released_wrn_key(k): v for k, v in ck['eval_model'].items()}, arch or 'wrn28_2_released'
+    elif isinstance(ck.get('model'), dict):                   # (c) pretrain's final.pt (names its arch) or a fine-tuning checkpoint
+        if ck.get('arch') and arch and arch != ck['arch']: raise ValueError(f"{path.name} holds a {ck['arch']!r} model, not {arch!r}")
+        state, arch = ck['model'], arch or ck.get('arch')
+        if arch is None: raise ValueError(f"{path.name} does not name its architecture: pass arch (one of {', '.join(ARCHS)})")
+    else:                                                     # (b) a torchvision state dict (possibly under 'state_dict')
+        state = ck.get('state_dict', ck)
+        if not (arch or '').startswith(_TV_PREFIX): raise ValueError(f"{path.name} looks like a torchvision state dict: pass arch, e.g. 'resnet18'")
+        state = {('head.' + k[3:]) if k.startswith('fc.') else 'body.' + k: v for k, v in state.items()}
+    head = state.get('head.weight')
+    if head is None: raise ValueError(f"{path.name} has no classifier head (no fc/head weight)")
+    if head.shape[0] != num_classes: raise ValueError(f"{path.name} classifies {head.shape[0]} classes; expected {num_classes}")
+    first = next(v for k, v in state.items() if v.ndim == 4)
+    if first.shape[1] != in_channels: raise ValueError(f"{path.name} takes {first.shape[1]}-channel images; expected {in_channels}")
+    model = get_model(arch, num_classes, in_channels) if arch in ARCHS else TorchvisionResNet(num_classes, in_channels, arch)
+    return _fit(model, state, path.name).eval()
 
 # %% ../nbs/06_pretrain.ipynb #1258f8ee
 def fit_classifier(model:nn.Module, # a classifier with a linear `head` (e.g. `selmix.models.TinyMLP`)

@@ -53,3 +53,13 @@ def test_without_freeze_bn_stats_move():
     m(torch.randn(4, 1, 28, 28) + 3)
     after = [b.running_mean for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
     assert not all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_released_wrn_variant_same_tensors_other_wiring():
+    from selmix.models import WideResNet, get_model, TorchvisionResNet
+    w, r = WideResNet(10), get_model('wrn28_2_released', 10, 3)
+    assert [(k, v.shape) for k, v in w.state_dict().items()] == [(k, v.shape) for k, v in r.state_dict().items()]
+    assert [b.abr for b in r.body[1:13:4]] == [True, True, True] and [b.abr for b in w.body[1:13:4]] == [True, False, False]
+    r.load_state_dict(w.state_dict()); w.eval(); r.eval()
+    assert not torch.allclose(w(torch.randn(2, 3, 32, 32)), r(torch.randn(2, 3, 32, 32)))
+    assert TorchvisionResNet(3, 1, 'resnet18')(torch.zeros(2, 1, 32, 32)).shape == (2, 3)

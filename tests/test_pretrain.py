@@ -188,15 +188,18 @@ def test_amp_requested_on_cpu_is_recorded_off_and_changes_nothing(bench, tmp_pat
     rec = torch.load(tmp_path/'final.pt', weights_only=False)
     assert rec['amp'] is False and rec['device'] == 'cpu' and rec['config']['amp'] is True
     assert same_weights(full, m)                                   # the float32 path, bit for bit
-    assert P.config_hash(bench, TINY) != P.config_hash(bench, replace(TINY, amp=True))
+    assert P.config_hash(bench, TINY) == P.config_hash(bench, replace(TINY, amp=True))   # a device setting: the same cache
 
 
 def test_amp_parts_on_cuda_without_gpu(monkeypatch):
-    "The CUDA decision itself: on a (pretended) CUDA device amp is on and a gradient scaler is made."
+    "The CUDA decision itself: on a (pretended) CUDA device amp is on by default and a gradient scaler is made."
     made = []
     monkeypatch.setattr(torch.amp, 'GradScaler', lambda dev: made.append(dev) or 'scaler')
-    assert P._amp_parts(replace(TINY, amp=True), torch.device('cuda', 0), 0) == (True, 'scaler') and made == ['cuda']
-    assert P._amp_parts(TINY, torch.device('cuda', 0), 0) == (False, None)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+    s, scaler = P._amp_parts(TINY, torch.device('cuda', 0), 0)
+    assert s['amp'] and s['channels_last'] and scaler == 'scaler' and made == ['cuda'] and torch.backends.cudnn.benchmark
+    s, scaler = P._amp_parts(replace(TINY, amp=False), torch.device('cuda', 0), 0)
+    assert not s['amp'] and scaler is None
 
 
 @pytest.mark.parametrize('method,n', [('mixup', 3), ('la', 2), ('fixmatch_la', 2)])

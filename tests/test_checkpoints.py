@@ -1,0 +1,127 @@
+"Checkpoint identity: device settings stay out of the key, the dataset's content is in it, and caches of the first release are found."
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+from pathlib import Path
+import pytest
+import selmix.pretrain as P
+from selmix.pretrain import PretrainConfig, config_hash, checkpoint_dir, pretrain_config
+
+# keys the first release computed (recorded from its `config_hash` before the change) for this stand-in benchmark
+BENCH = SimpleNamespace(name='mnist_lt', split_hash='abc123', num_classes=10, in_channels=1, image_size=28)
+OLD = {('mnist_lt', False): 'df07cf005b712947', ('mnist_lt', True): '1e70c4e35aa536e2',
+       ('cifar10_lt', False): 'c6b888241c9f90fa', ('cifar10_lt', True): 'be42084cf8c4318f',
+       ('mnist_lt_sup', False): 'a5fa9cf1b4d360b3', ('mnist_lt_sup', True): '767af744c5e04ccd'}
+
+def bench(name, **kw): return SimpleNamespace(**{**vars(BENCH), 'name': name, **kw})
+
+@pytest.mark.parametrize('name,amp', sorted(OLD))
+def test_legacy_key_is_the_first_release_key(name, amp):
+    assert P._legacy_hash(bench(name), pretrain_config(name), amp) == OLD[name, amp]
+
+def test_device_settings_not_in_key():
+    c = pretrain_config('cifar10_lt')
+    keys = {config_hash(bench('cifar10_lt'), replace(c, amp=a, compile=k)) for a in (None, True, False) for k in (True, False)}
+    assert len(keys) == 1
+    assert config_hash(bench('cifar10_lt'), c) != config_hash(bench('cifar10_lt'), replace(c, seed=1))
+
+def test_data_fingerprint_in_key():
+    c = pretrain_config('mnist_lt')
+    a, b = bench('mnist_lt', data_fingerprint='aa'), bench('mnist_lt', data_fingerprint='bb')
+    assert config_hash(a, c) != config_hash(b, c)
+    assert config_hash(bench('mnist_lt'), c) == config_hash(bench('mnist_lt', data_fingerprint=''), c)   # none recorded
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, 'data_root', lambda: tmp_path)
+    return tmp_path/'checkpoints'
+
+def test_new_folder_when_nothing_cached(root):
+    c = pretrain_config('mnist_lt')
+    assert checkpoint_dir(bench('mnist_lt'), c) == root/config_hash(bench('mnist_lt'), c)
+
+@pytest.mark.parametrize('amp,file', [(False, 'final.pt'), (True, 'final.pt'), (True, 'last.pt')])
+def test_old_cache_is_found(root, amp, file):
+    "A folder under the first release's key (float32 or `--amp`, finished or interrupted) is found by any run of the same experiment."
+    b, c = bench('cifar10_lt', data_fingerprint='ff'), pretrain_config('cifar10_lt')
+    old = root/OLD['cifar10_lt', amp]; old.mkdir(parents=True); (old/file).write_bytes(b'x')
+    for a in (None, False, True): assert checkpoint_dir(b, replace(c, amp=a)) == old
+    assert checkpoint_dir(b, replace(c, seed=1)) != old
+
+def test_amp_run_prefers_its_own_old_cache(root):
+    b, c = bench('cifar10_lt'), pretrain_config('cifar10_lt')
+    for amp in (False, True): (root/OLD['cifar10_lt', amp]).mkdir(parents=True); (root/OLD['cifar10_lt', amp]/'final.pt').write_bytes(b'x')
+    assert checkpoint_dir(b, c).name == OLD['cifar10_lt', False]
+    assert checkpoint_dir(b, replace(c, amp=True)).name == OLD['cifar10_lt', True]
+
+def test_new_folder_wins_and_empty_old_is_ignored(root):
+    b, c = bench('cifar10_lt'), pretrain_config('cifar10_lt')
+    (root/OLD['cifar10_lt', False]).mkdir(parents=True)   # empty: no checkpoint in it
+    assert checkpoint_dir(b, c).name == config_hash(b, c)
+    (root/OLD['cifar10_lt', False]/'final.pt').write_bytes(b'x'); (root/config_hash(b, c)).mkdir()
+    assert checkpoint_dir(b, c).name == config_hash(b, c)
+
+
+# ---------------------------------------------------------------- starting points for fine-tuning
+import torch
+from selmix.models import WideResNet, get_model
+from selmix.pretrain import starting_model, released_wrn_key
+
+FIXTURE = json.loads((Path(__file__).parent/'fixtures'/'released_wrn28_2_keys.json').read_text())
+RELEASED = [(k, tuple(s)) for k, s in FIXTURE['keys']]
+
+def same_state(a, b): return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+def test_released_names_map_onto_ours_one_to_one():
+    ours = [(k, tuple(v.shape)) for k, v in WideResNet(FIXTURE['num_classes'], FIXTURE['in_channels']).state_dict().items()]
+    assert [(released_wrn_key(k), s) for k, s in RELEASED] == ours
+
+def released_file(path, prefix=''):
+    "A released-style checkpoint: a fresh WRN's tensors under the release's names (and the other entries its files hold)."
+    src = WideResNet(10, released=True)
+    ours = list(src.state_dict().values())
+    torch.save(dict(eval_model={prefix + k: v for (k, _), v in zip(RELEASED, ours)},
+                    train_model={k: torch.zeros(s) for k, s in RELEASED}, it=1000), path)
+    return src
+
+@pytest.mark.parametrize('prefix', ['', 'module.'])
+def test_released_checkpoint_loads_its_ema_weights(tmp_path, prefix):
+    src = released_file(tmp_path/'model_best.pth', prefix)
+    m = starting_model(tmp_path/'model_best.pth', num_classes=10, in_channels=3)
+    assert isinstance(m, WideResNet) and same_state(m, src) and not m.training
+    assert m.body[5].abr   # built with the release's shortcut wiring
+    x = torch.randn(2, 3, 32, 32); src.eval()
+    assert torch.equal(m(x), src(x))
+
+def test_released_checkpoint_refused_for_other_classes_or_channels(tmp_path):
+    released_file(tmp_path/'r.pth')
+    with pytest.raises(ValueError, match='classifies 10 classes; expected 100'): starting_model(tmp_path/'r.pth', num_classes=100)
+    with pytest.raises(ValueError, match='takes 3-channel images; expected 1'): starting_model(tmp_path/'r.pth', num_classes=10, in_channels=1)
+
+def test_torchvision_resnet_fc_becomes_the_head(tmp_path):
+    from torchvision.models import resnet18
+    tv = resnet18(num_classes=3).eval()
+    torch.save(tv.state_dict(), tmp_path/'r18.pt')
+    m = starting_model(tmp_path/'r18.pt', 'resnet18', num_classes=3)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(m.head.weight, tv.fc.weight) and torch.allclose(m(x), tv(x), atol=1e-6)
+    with pytest.raises(ValueError, match='classifies 3 classes; expected 10'): starting_model(tmp_path/'r18.pt', 'resnet18', num_classes=10)
+    with pytest.raises(ValueError, match='pass arch'): starting_model(tmp_path/'r18.pt', num_classes=3)
+    with pytest.raises(ValueError, match='missing'): starting_model(tmp_path/'r18.pt', 'resnet34', num_classes=3)
+
+def test_package_checkpoints(tmp_path):
+    src = get_model('small_cnn', 4, 1)
+    torch.save(dict(model=src.state_dict(), arch='small_cnn', num_classes=4, in_channels=1, history=[]), tmp_path/'final.pt')
+    assert same_state(starting_model(tmp_path/'final.pt', num_classes=4, in_channels=1), src)
+    with pytest.raises(ValueError, match="holds a 'small_cnn' model, not 'wrn28_2'"):
+        starting_model(tmp_path/'final.pt', 'wrn28_2', num_classes=4, in_channels=1)
+    torch.save(dict(step=10, cfg={}, model=src.state_dict(), opt={}), tmp_path/'finetuned.pt')   # a fine-tuning checkpoint names no arch
+    with pytest.raises(ValueError, match='does not name its architecture'): starting_model(tmp_path/'finetuned.pt', num_classes=4, in_channels=1)
+    assert same_state(starting_model(tmp_path/'finetuned.pt', 'small_cnn', num_classes=4, in_channels=1), src)
+
+def test_shape_mismatch_names_expected_and_found(tmp_path):
+    state = get_model('small_cnn', 4, 1).state_dict()
+    state['body.0.0.weight'] = torch.zeros(32, 1, 5, 5)
+    torch.save(dict(model=state, arch='small_cnn'), tmp_path/'bad.pt')
+    with pytest.raises(ValueError, match=r'body\.0\.0\.weight: expected \(32, 1, 3, 3\), found \(32, 1, 5, 5\)'):
+        starting_model(tmp_path/'bad.pt', num_classes=4, in_channels=1)
