@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 OBJECTIVE ?= min_recall
 OUT ?= runs/mnist_lt_$(OBJECTIVE)
 
-.PHONY: run test venv bench clean-nbs notebooks
+.PHONY: run test venv bench clean-nbs notebooks data
 
 venv: $(VENV)/.installed
 
@@ -17,6 +17,12 @@ $(VENV)/.installed: settings.ini setup.py
 run: venv
 	mkdir -p $(OUT)
 	$(VENV)/bin/papermill --log-output nbs/run.ipynb $(OUT)/run.ipynb -p objective $(OBJECTIVE) -p out_dir $(OUT)
+
+# Fashion-MNIST for the fmnist_lt benchmarks: Debian's dataset-fashion-mnist package (or torchvision's download where
+# there is internet), unpacked under the data root and checked by content
+data: venv
+	test -d /usr/share/datasets/fashion-mnist || (command -v apt-get >/dev/null && (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist))) || true
+	$(PY) -c "from selmix.data import fashion_arrays; a = fashion_arrays(download=True); print('fmnist_lt data ready:', [x.shape for x in a])"
 
 test: venv
 	$(PY) tests/run_all.py

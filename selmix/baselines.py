@@ -12,8 +12,9 @@ from .metrics import OBJECTIVES, get_objective, confusion_matrix, report
 from .models import predict
 
 # %% auto #0
-__all__ = ['check_probs', 'probs_from_logits', 'plugin_rule', 'rank_key', 'lagrangian_iterates', 'coordinate_ascent',
-           'balance_coverage', 'PluginClassifier', 'fit_plugin', 'model_probs', 'fit_plugin_model', 'plugin_baseline']
+__all__ = ['TABLE2_OBJECTIVES', 'check_probs', 'probs_from_logits', 'plugin_rule', 'rank_key', 'lagrangian_iterates',
+           'coordinate_ascent', 'balance_coverage', 'PluginClassifier', 'fit_plugin', 'model_probs', 'fit_plugin_model',
+           'plugin_baseline', 'plugin_objectives']
 
 # %% ../nbs/16_baselines.ipynb #bd654a4f
 def check_probs(probs, # N×K class probabilities (rows on the simplex), e.g. `softmax(logits)`
@@ -233,3 +234,15 @@ def plugin_baseline(model, # the pre-trained classifier
                                  feasible=rank_key(obj, C)[0] == 0, min_coverage=float(C.sum(0).min()),
                                  accuracy=float(C.trace())))
     return rows
+
+# %% ../nbs/16_baselines.ipynb #9f508155
+TABLE2_OBJECTIVES = {10: ('mean_recall', 'min_recall', 'h_mean', 'g_mean', 'mean_recall_min_coverage', 'h_mean_min_coverage'),
+                     100: ('mean_recall', 'min_ht_recall', 'h_mean', 'g_mean', 'mean_recall_min_ht_coverage', 'h_mean_min_ht_coverage')}
+
+def plugin_objectives(num_classes:int, # K
+                      objective:str|None=None, # the run's objective: first, and added if Table 2 lacks it
+                      all_of_table2:bool=True, # False: only `objective`
+                     )->list:
+    "The objectives to fit the plug-in rule for: Table 2's columns for K (its CIFAR-10 set up to 10 classes, else CIFAR-100's)."
+    table = list(TABLE2_OBJECTIVES[10 if num_classes <= 10 else 100]) if all_of_table2 or objective is None else []
+    return ([objective] if objective else []) + [o for o in table if o != objective]

@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['HARD_SCORES', 'LOSSES', 'PROTOCOLS', 'FINETUNE_METHODS', 'S_SCALES', 'LEAKS', 'PAPER_TABLE', 'EMBEDDED', 'PRESETS',
-           'PROTOCOL_SETTINGS', 'CKPT_NAME', 'ABLATION_FIELDS', 'RUN_OPTIONS', 'RUN_METHODS', 'FinetuneConfig',
-           'finetune_config', 'ClassIndex', 'class_means', 'gain_direction', 'has_unlabeled', 'scaled_gains', 'refresh',
-           'param_groups', 'make_optimizer', 'mixup_step', 'cost_matrix', 'cost_sensitive_loss', 'plain_step',
-           'ConfigMismatch', 'save_checkpoint', 'load_checkpoint', 'snapshot_steps', 'cache_features', 'finetune',
-           'check_run_parameters', 'injected_parameter_names', 'plot_trajectories', 'plot_gains', 'plot_recalls']
+           'TUNED', 'PROTOCOL_SETTINGS', 'CKPT_NAME', 'ABLATION_FIELDS', 'RUN_OPTIONS', 'RUN_METHODS', 'OWN_DATA',
+           'FinetuneConfig', 'arm_of', 'finetune_config', 'ClassIndex', 'class_means', 'gain_direction',
+           'coverage_scale', 'has_unlabeled', 'scaled_gains', 'refresh', 'param_groups', 'make_optimizer', 'mixup_step',
+           'cost_matrix', 'cost_sensitive_loss', 'plain_step', 'ConfigMismatch', 'save_checkpoint', 'config_diff',
+           'load_checkpoint', 'snapshot_steps', 'cache_features', 'finetune', 'check_run_parameters', 'executed_cells',
+           'injected_parameter_names', 'plot_trajectories', 'plot_gains', 'plot_recalls']
 
 # %% ../nbs/10_finetune.ipynb #b446dff4
 import json, math, hashlib, warnings
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from .metrics import get_objective, confusion_matrix, report, OBJECTIVES
 from .gain import gain_matrix
 from .policies import POLICIES, pair_distribution, sample_pairs
-from .core import resolve_device, atomic_save, seed_everything, json_safe, locked, rng_state, set_rng_state
+from .core import resolve_device, atomic_save, seed_everything, json_safe, locked, rng_state, set_rng_state, read_checkpoint, DamagedFile
 from .models import extract_features, freeze_bn
 from .pretrain import LAM_SCHEDULES, lam_schedule, regmixup_loss, log_prior, supervised_loss
 from .valuation import collect_forgetting, el2n, grand_head, hardest
@@ -33,7 +34,7 @@ S_SCALES = ('raw', 'max_abs')
 LEAKS = ('leak_oracle_partners', 'leak_test_checkpoint')
 
 # Fields added after runs were stored: left out of `to_dict` (and the hash) at their default, so older runs keep their hash
-_LATER_FIELDS = dict(method='selmix', s_scale='raw')
+_LATER_FIELDS = dict(method='selmix', s_scale='raw', ht_norm='group')
 
 @dataclass
 class FinetuneConfig:
@@ -65,6 +66,7 @@ class FinetuneConfig:
     gain_formula:str='exact' # 'exact' or 'official' (see `selmix.gain.gain_matrix`)
     gain_confusion:str='hard' # confusion matrix behind D = dψ/dC̃: 'hard' (argmax counts) or 'soft' (mean softmax)
     coverage_norm:bool=True # coverage-constrained objectives: divide dψ/dC̃ by (max λ + 1), as the released code does
+    ht_norm:str='group' # h_mean_min_ht_coverage with coverage_norm: λ = max(λ_h, λ_t) ('group'), or max(λ_h/|head|, λ_t/|tail|) ('per_class', the released code's)
     omega:float=40.0 # min-type recall multipliers λ_i ∝ exp(-ω r_i)
     beta:float=0.0 # multiplier memory: λ_i ∝ λ_i^β exp(-ω r_i)
     lambda_max:float=100.0 # coverage multipliers' ceiling
@@ -81,7 +83,7 @@ class FinetuneConfig:
         def one_of(k, valid):
             if getattr(self, k) not in valid: bad.append(f"{k}={getattr(self, k)!r} (valid: {', '.join(map(str, valid))})")
         one_of('objective', OBJECTIVES); one_of('policy', POLICIES); one_of('protocol', PROTOCOLS)
-        one_of('method', FINETUNE_METHODS); one_of('s_scale', S_SCALES)
+        one_of('method', FINETUNE_METHODS); one_of('s_scale', S_SCALES); one_of('ht_norm', ('group', 'per_class'))
         if self.method != 'selmix' and self.policy != 'selmix': bad.append(f"policy={self.policy!r} with method={self.method!r} (the policy draws mixup pairs: method 'selmix' only)")
         one_of('gain_confusion', ('hard', 'soft')); one_of('gain_formula', ('exact', 'official'))
         one_of('lam_schedule', LAM_SCHEDULES); one_of('loss', LOSSES); one_of('hard_score', HARD_SCORES)
@@ -129,13 +131,22 @@ PAPER_TABLE = {
 }
 # Ours: CPU-sized runs on the embedded digits (columns: CIFAR-10 SSL and supervised), chosen on validation
 EMBEDDED = {'mnist_lt': dict(_SSL, steps=200, refresh_every=20, lr=3e-3),
-            'mnist_lt_sup': dict(_SUP, steps=200, refresh_every=20, lr=3e-3)}
+            'mnist_lt_sup': dict(_SUP, steps=200, refresh_every=20, lr=3e-3),
+            # CIFAR-10-LT's splits on Fashion-MNIST: the CIFAR-10 columns at a CPU's length; `TUNED` sets lr and steps per arm
+            **{f'fmnist_lt{v}': dict(_SSL, steps=1000, refresh_every=50, lr=3e-3) for v in ('', '_uniform_u', '_inverted_u')},
+            'fmnist_lt_sup': dict(_SUP, steps=1000, refresh_every=50, lr=3e-3)}
 PRESETS = PAPER_TABLE | EMBEDDED
+# What the tuning grids of `selmix.sweep` chose on validation, per benchmark and arm (see `arm_of`); checked against their rows
+TUNED = {}
+
+def arm_of(method:str='selmix', policy:str='selmix')->str:
+    "The arm a run belongs to for tuning: 'uniform' (plain mixup), a baseline method, or 'selmix' (gain-based pairs: selmix, greedy, ...)."
+    return 'uniform' if method == 'selmix' and policy == 'uniform' else method
 
 _PAPER = dict(gain_formula='exact', gain_confusion='hard', coverage_norm=True, momentum=0., freeze_bn_affine=True,
               bias_decay=False, beta=0., frozen=False, leak_oracle_partners=False, leak_test_checkpoint=False)
 PROTOCOL_SETTINGS = {'paper': _PAPER,
-                     'released': dict(_PAPER, gain_formula='official', omega=50., leak_oracle_partners=True,
+                     'released': dict(_PAPER, gain_formula='official', omega=50., ht_norm='per_class', leak_oracle_partners=True,
                                       leak_test_checkpoint=True)}
 
 def finetune_config(dataset:str, # a benchmark name (`PRESETS`); others get the CIFAR-10 column of Table G.1
@@ -146,7 +157,8 @@ def finetune_config(dataset:str, # a benchmark name (`PRESETS`); others get the 
     if protocol not in PROTOCOL_SETTINGS: raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     bad = set(overrides) - set(FinetuneConfig.__dataclass_fields__) | ({'protocol'} & set(overrides))
     if bad: raise ValueError(f"unknown FinetuneConfig field(s) {sorted(bad)}; valid: {sorted(set(FinetuneConfig.__dataclass_fields__) - {'protocol'})}")
-    return FinetuneConfig(**{**PRESETS.get(dataset, _SSL), **PROTOCOL_SETTINGS[protocol], 'protocol': protocol, **overrides})
+    tuned = TUNED.get(dataset, {}).get(arm_of(overrides.get('method', 'selmix'), overrides.get('policy', 'selmix')), {})
+    return FinetuneConfig(**{**PRESETS.get(dataset, _SSL), **tuned, **PROTOCOL_SETTINGS[protocol], 'protocol': protocol, **overrides})
 
 # %% ../nbs/10_finetune.ipynb #47ab438e
 class ClassIndex:
@@ -188,8 +200,16 @@ def gain_direction(obj, # the objective, multipliers already updated from C
                   )->torch.Tensor: # D = dψ/dC̃, K×K
     "D at the hard or soft confusion matrix; divided by (max λ + 1) for coverage constraints when `cfg.coverage_norm`."
     D = obj.grad_unconstrained(C if cfg.gain_confusion == 'hard' else soft_confusion(logits, y, obj.num_classes))
-    if cfg.coverage_norm and obj.lam_cov is not None: D = D / (float(obj.lam_cov.max()) + 1)
+    if cfg.coverage_norm and obj.lam_cov is not None: D = D / (coverage_scale(obj, cfg.ht_norm) + 1)
     return D
+
+def coverage_scale(obj, # a coverage-constrained objective, multipliers updated
+                   ht_norm:str='group', # 'group' or 'per_class' (see `FinetuneConfig.ht_norm`)
+                  )->float:
+    "The largest coverage multiplier: of a group (λ_h, λ_t), or per class (λ_h/|head|, λ_t/|tail|) for H-mean s.t. HT coverage."
+    lam = obj.lam_cov
+    if ht_norm == 'per_class' and obj.name == 'h_mean_min_ht_coverage': lam = obj.P_cov.T @ lam   # λ_h/(0.9K) on head, λ_t/(0.1K) on tail
+    return float(lam.max())
 
 # %% ../nbs/10_finetune.ipynb #3d846294
 @torch.no_grad()
@@ -359,16 +379,23 @@ def save_checkpoint(path, step, model, opt, sched, obj, state, history, gen, cfg
                      sched=sched.state_dict(), obj=dict(vars(obj)), state=state, history=json.dumps(history),
                      rng=rng_state(gen), best=best), path)
 
+_CKPT_KEYS = ('step', 'cfg', 'model', 'opt', 'sched', 'obj', 'state', 'history', 'rng')
+
+def config_diff(saved:dict, requested:dict)->dict:
+    "The fields on which two config dicts differ: field -> (saved, requested)."
+    return {k: (saved.get(k), requested.get(k)) for k in sorted(set(saved) | set(requested)) if saved.get(k) != requested.get(k)}
+
 def load_checkpoint(path, cfg:FinetuneConfig)->dict|None:
     "The checkpoint of this config at `path`; None (with a warning, file removed) if it is damaged; `ConfigMismatch` if it is another config's."
-    try: ck = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # truncated, empty or garbage: a cache, so start over rather than fail
-        warnings.warn(f"fine-tuning checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:80]}); starting over")
+    try:
+        ck = read_checkpoint(path, 'fine-tuning checkpoint', keys=_CKPT_KEYS)
+        if not isinstance(ck['cfg'], dict): raise DamagedFile(path, 'fine-tuning checkpoint', f"its cfg is a {type(ck['cfg']).__name__}, not a dict")
+    except DamagedFile as e:  # truncated, empty, garbage or not a checkpoint: a cache, so start over rather than fail
+        warnings.warn(f"fine-tuning checkpoint {path} is damaged ({e.reason[:120]}); starting over")
         Path(path).unlink(missing_ok=True); return None
-    if not isinstance(ck, dict) or ck.get('cfg') != cfg.to_dict():
-        old = ck.get('cfg', {}) if isinstance(ck, dict) else {}
-        diff = {k: (old.get(k), v) for k, v in cfg.to_dict().items() if old.get(k) != v}
-        raise ConfigMismatch(f"{path} belongs to another fine-tuning config (saved vs requested: {diff}); "
+    if ck['cfg'] != cfg.to_dict():
+        diff = config_diff(ck['cfg'], cfg.to_dict())
+        raise ConfigMismatch(f"{path} belongs to another fine-tuning config: {', '.join(diff)} differ (saved vs requested: {diff}); "
                              "use another out_dir or delete it")
     return ck
 
@@ -469,7 +496,8 @@ def finetune(model, # pre-trained classifier with .features and .head (nn.Linear
 ABLATION_FIELDS = ('gain_formula', 'gain_confusion', 'coverage_norm', 'momentum', 'freeze_bn_affine', 'bias_decay',
                    'beta', 'omega', 'frozen') + LEAKS   # every choice where we, the paper and the released code may differ
 RUN_OPTIONS = ABLATION_FIELDS + ('lam_schedule', 'zeta', 'loss', 'eta', 'hard_score', 'forgetting_steps', 's_scale', 'lambda_max', 'tau')   # run.ipynb: None = preset
-RUN_METHODS = FINETUNE_METHODS + ('plugin',)   # run.ipynb's `method`: a fine-tuning, or the post-hoc plug-in rule (`selmix.baselines`)
+RUN_METHODS = FINETUNE_METHODS + ('plugin',)
+OWN_DATA = ('folder:', 'npz:')   # run.ipynb's `dataset` for your own data (see `selmix.data.load_benchmark`)   # run.ipynb's `method`: a fine-tuning, or the post-hoc plug-in rule (`selmix.baselines`)
 
 def _bad_int(v, lo=1): return v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v < 2**31)
 
@@ -482,7 +510,11 @@ def check_run_parameters(p:dict, # run.ipynb's parameters by name
     def one_of(k, valid, none_ok=False):
         if p.get(k) not in valid and not (none_ok and p.get(k) is None):
             bad.append(f"{k}={p.get(k)!r} (valid: {', '.join(map(str, valid))}{' or None' if none_ok else ''})")
-    one_of('dataset', DATASETS); one_of('objective', OBJECTIVES); one_of('policy', POLICIES); one_of('protocol', PROTOCOLS)
+    if not (isinstance(p.get('dataset'), str) and p['dataset'].startswith(OWN_DATA)): one_of('dataset', DATASETS)
+    for k in ('checkpoint', 'arch'):
+        if p.get(k) is not None and not (isinstance(p[k], str) and p[k]): bad.append(f"{k}={p[k]!r} (must be a non-empty string or None)")
+    if isinstance(p.get('checkpoint'), str) and p['checkpoint'] and not Path(p['checkpoint']).is_file(): bad.append(f"checkpoint={p['checkpoint']!r} (no such file)")
+    one_of('objective', OBJECTIVES); one_of('policy', POLICIES); one_of('protocol', PROTOCOLS)
     one_of('method', RUN_METHODS)
     one_of('pretrain_method', METHODS, none_ok=True)
     for k in ('finetune_steps', 'pretrain_epochs', 'pretrain_steps'):
@@ -501,6 +533,14 @@ def check_run_parameters(p:dict, # run.ipynb's parameters by name
     try: resolve_device(p.get('device', 'auto'))
     except ValueError as e: bad.append(f"device={p.get('device')!r} ({e})")
     return bad
+
+def executed_cells()->list:
+    "Sources of the cells this kernel has run, from IPython's history: not from `In`, which a parameter may shadow."
+    from IPython import get_ipython
+    ip = get_ipython()
+    if ip is None: return []
+    hist = getattr(getattr(ip, 'history_manager', None), 'input_hist_raw', None) or ip.user_ns.get('_ih') or []
+    return [c for c in hist if isinstance(c, str)]
 
 def injected_parameter_names(cells:list, # sources of the executed cells, in order (IPython's `In`)
                             )->list: # names assigned in papermill's injected-parameters cell

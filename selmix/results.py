@@ -14,12 +14,13 @@ from scipy import stats
 
 # %% auto #0
 __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'SIZE_KEYS', 'PRETRAIN_KEYS', 'PAPER_CSV',
-           'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'point_params', 'run_variant',
-           'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for', 'scale',
-           'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
+           'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'ARMS', 'AGNOSTIC_ARMS', 'point_params',
+           'run_variant', 'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for',
+           'scale', 'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
            'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
-           'coverage_attainability']
+           'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
+           'coverage_met', 'run_arm', 'select_tuned', 'pretrain_history']
 
 # %% ../nbs/12_results.ipynb #6812b0ad
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
@@ -60,14 +61,19 @@ def _read_runs(runs_dir, # folder searched recursively for metrics.json
 
 def load_runs(runs_dir, # folder searched recursively for metrics.json
              )->pd.DataFrame: # one row per run and stage
-    "All runs under `runs_dir` as a DataFrame (config columns + variant + stage + test metrics + val_ metrics + recalls)."
+    "All runs under `runs_dir` as a DataFrame (config columns + variant + stage + test metrics + val_ metrics + recalls); stage 'plugin_top': the plug-in rule on a fine-tuned model."
     rows = []
     for run, m, cfg in _read_runs(runs_dir, warn=True):
+        cfg = cfg | {k: v for k, v in (m.get('timing') or {}).items() if isinstance(v, (int, float))}   # seconds of each stage
         for stage in STAGES:
             rep, val = m.get(stage), m.get(f'{stage}_val') or {}
             if not isinstance(rep, dict): continue
             rows.append(cfg | dict(run=run, variant=run_variant(run), stage=stage) | {k: rep.get(k, np.nan) for k in METRICS}
                         | {f'val_{k}': val.get(k, np.nan) for k in VAL_METRICS} | dict(recalls=rep.get('recalls')))
+        for o, r in ((m.get('plugin_on') or {}).get('finetuned') or {}).items():   # the plug-in rule fitted on top (run.ipynb)
+            rows.append(cfg | dict(run=run, variant=run_variant(run), stage='plugin_top', plugin_objective=o)
+                        | {k: r['test'].get(k, np.nan) for k in METRICS} | {f'val_{k}': r['val'].get(k, np.nan) for k in VAL_METRICS}
+                        | dict(recalls=r['test'].get('recalls')))
     df = pd.DataFrame(rows)
     for k in METRICS + tuple(f'val_{k}' for k in VAL_METRICS):
         if k in df: df[k] = df[k].astype(float)
@@ -508,10 +514,131 @@ def gain_scales(runs_dir, # folder searched recursively for metrics.json
     return pd.DataFrame(rows)
 
 # %% ../nbs/12_results.ipynb #a38f3f73
-def coverage_attainability(n:int, # samples in the split
+def coverage_attainability(n:int, # samples in the split: n/K of every class (validation and test are balanced)
                            K:int, # classes
                            alpha:float=0.95, # the bound is coverage_j ≥ alpha/K for every class
+                           recall:float|None=None, # every class's recall, errors spread evenly; None: 1/K (blind to the class)
                            draws:int=20_000, seed:int=0)->dict: # p_met, expected_min, bound
-    "For a classifier with true coverages all 1/K: P(empirical min coverage on n samples ≥ α/K) and E[min coverage]."
-    c = np.random.default_rng(seed).multinomial(n, [1/K]*K, size=draws).min(1) / n
-    return dict(n=n, K=K, bound=alpha/K, p_met=float((c >= alpha/K - 1e-12).mean()), expected_min=float(c.mean()))
+    "For a classifier with true coverages all 1/K on a class-balanced split: P(empirical min coverage ≥ α/K) and E[min coverage]."
+    if n % K: raise ValueError(f"n={n} is not a multiple of K={K}: a class-balanced split has n/K samples per class")
+    r = 1/K if recall is None else recall
+    if not 0 <= r <= 1: raise ValueError(f"recall={recall!r} must be in [0, 1]")
+    rows = np.full((K, K), (1 - r)/(K - 1)); np.fill_diagonal(rows, r)
+    g = np.random.default_rng(seed)
+    counts = sum(g.multinomial(n//K, rows[i], size=draws) for i in range(K))   # predictions of each class's n/K samples
+    c = counts.min(1) / n
+    return dict(n=n, K=K, recall=r, bound=alpha/K, p_met=float((c >= alpha/K - 1e-12).mean()), expected_min=float(c.mean()))
+
+# %% ../nbs/12_results.ipynb #f8f713ab
+ARMS = ('pretrained', 'plugin', 'selmix', 'greedy', 'uniform', 'cost_sensitive', 'logit_adjusted',
+        'plugin∘selmix', 'plugin∘uniform', 'plugin∘logit_adjusted')
+_ARM_RUNS = dict(plugin=dict(method='plugin'), selmix=dict(method='selmix', policy='selmix'), greedy=dict(method='selmix', policy='greedy'),
+                 uniform=dict(method='selmix', policy='uniform'), cost_sensitive=dict(method='cost_sensitive'),
+                 logit_adjusted=dict(method='logit_adjusted'))
+AGNOSTIC_ARMS = ('uniform', 'logit_adjusted')   # trained without the objective: one run serves every objective
+
+def arm_rows(runs:pd.DataFrame, # from load_runs
+             arm:str, # one of ARMS
+             objective:str, # the objective the arm's model is for
+            )->pd.DataFrame: # one row per seed (index), every metric column
+    "The runs of one arm for one objective, one per seed (main settings only: no side variant)."
+    if arm == 'pretrained': r = pretrained_rows(runs)
+    else:
+        base = arm.split('∘')[-1]
+        r = runs[(runs.stage == ('plugin_top' if '∘' in arm else 'finetuned')) & (runs.variant.fillna('') == '')]
+        for k, v in _ARM_RUNS[base].items(): r = r[r[k].fillna('selmix') == v] if k == 'method' else r[r[k] == v]
+        if base not in AGNOSTIC_ARMS: r = r[r.objective == objective]
+        if '∘' in arm: r = r[r.plugin_objective == objective]
+    if r.seed.duplicated().any(): raise ValueError(f"arm {arm!r}, objective {objective!r}: several runs per seed; filter the runs first")
+    return r.set_index('seed')
+
+def evidence_table(runs:pd.DataFrame, # from load_runs, one dataset
+                   objectives:list, # the objectives (rows)
+                   metrics=('mean_recall', 'min_recall', 'h_mean', 'g_mean', 'min_coverage'), # the columns a user trades
+                   arms=ARMS, level:float=0.95,
+                  )->pd.DataFrame: # objective, arm, metric, mean, lo, hi, n (paper units)
+    "Mean and Student-t interval over seeds of every metric, per objective and arm."
+    rows = []
+    for o in objectives:
+        for a in arms:
+            r = arm_rows(runs, a, o)
+            for m in metrics:
+                x = r[m].dropna().astype(float) * scale(m) if m in r else pd.Series(dtype=float)
+                ci = paired_interval(x.values, level)
+                rows.append(dict(objective=o, arm=a, metric=m, mean=ci['mean'], lo=ci['lo'], hi=ci['hi'], n=ci['n']))
+    return pd.DataFrame(rows)
+
+def export_runs(runs:pd.DataFrame, # from load_runs
+                path, # a CSV file, e.g. data/results/fmnist_runs.csv
+               )->Path:
+    "Write the runs as CSV rows, without the per-class lists (what the repository commits)."
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    runs.drop(columns=[c for c in ('recalls',) if c in runs]).to_csv(p, index=False)
+    return p
+
+def read_runs_csv(path)->pd.DataFrame:
+    "Runs written by `export_runs`, back as `load_runs` gives them (without the per-class lists)."
+    df = pd.read_csv(path)
+    for k in ('variant', 'plugin_objective'):
+        if k in df: df[k] = df[k].fillna('') if k == 'variant' else df[k]
+    return df
+
+def evidence_paired(runs:pd.DataFrame, # from load_runs, one dataset
+                    objectives:list, a:str, b:str, # treatment and reference arms
+                    metrics=('mean_recall', 'min_recall', 'h_mean', 'min_coverage'), level:float=0.95,
+                   )->pd.DataFrame: # objective, a, b, metric, mean_a, mean_b, diff, lo, hi, n
+    "a − b paired by seed on every metric, per objective."
+    rows = []
+    for o in objectives:
+        ra, rb = arm_rows(runs, a, o), arm_rows(runs, b, o)
+        for m in metrics:
+            p = paired(ra[m].astype(float) * scale(m), rb[m].astype(float) * scale(m), level)
+            rows.append(dict(objective=o, a=a, b=b, metric=m, mean_a=p['a'], mean_b=p['b'], diff=p['diff'], lo=p['lo'], hi=p['hi'], n=p['n']))
+    return pd.DataFrame(rows)
+
+def coverage_met(runs:pd.DataFrame, # from load_runs (or `read_runs_csv`), one dataset
+                 objectives:list, arms=ARMS,
+                 alpha:float=0.95, # the bound: min coverage ≥ α/K
+                 num_classes:int|None=None, # K; None: the length of the runs' recall lists
+                )->pd.DataFrame: # objective, arm, seeds, val (seeds meeting the bound on validation), test
+    "How many seeds meet min coverage ≥ α/K, on validation and on test, per objective and arm."
+    rows = []
+    for o in objectives:
+        for a in arms:
+            r = arm_rows(runs, a, o)
+            bound = alpha / (num_classes or r.recalls.map(len)) if len(r) else pd.Series(dtype=float)
+            rows.append(dict(objective=o, arm=a, seeds=len(r), val=int((r.val_min_coverage >= bound - 1e-12).sum()),
+                             test=int((r.min_coverage >= bound - 1e-12).sum())))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/12_results.ipynb #9bd5051d
+def run_arm(method, policy)->str:
+    "The tuning arm of a run: 'uniform' (plain mixup), a baseline method, or 'selmix' (pairs drawn from the gains)."
+    method = 'selmix' if not isinstance(method, str) else method
+    return 'uniform' if method == 'selmix' and policy == 'uniform' else method
+
+def select_tuned(runs:pd.DataFrame, # the tuning runs (from load_runs or read_runs_csv)
+                 metric:str='val_min_recall', # the validation column to maximise
+                 keys=('lr', 'finetune_steps'), # the tuned parameters
+                )->dict: # arm -> {key: chosen value}, plus the validation value and the points tried
+    "Per arm, the grid point with the best mean validation value over seeds (ties: fewer steps, then smaller lr)."
+    f = runs[runs.stage == 'finetuned'].assign(arm=lambda d: [run_arm(m, p) for m, p in zip(d.method, d.policy)])
+    out = {}
+    for a, g in f.groupby('arm', sort=False):
+        t = g.groupby(list(keys))[metric].mean().reset_index()
+        t = t.sort_values([metric] + list(keys[::-1]), ascending=[False] + [True]*len(keys)).iloc[0]
+        out[a] = {k: t[k].item() if hasattr(t[k], 'item') else t[k] for k in keys} | {metric: float(t[metric]), 'points': len(g)}
+    return out
+
+# %% ../nbs/12_results.ipynb #a9f16200
+def pretrain_history(finals:dict, # seed -> path of a `final.pt` written by `selmix.pretrain.pretrain`
+                    )->pd.DataFrame: # seed, step, val_mean_recall, val_min_recall, loss, selected (the kept model), seconds
+    "The validation record of pre-trainings, one row per validation, with the step whose model was kept."
+    import torch
+    rows = []
+    for seed, f in finals.items():
+        ck = torch.load(f, map_location='cpu', weights_only=False)
+        h = pd.DataFrame(ck['history'])
+        best = h.step[h.val_mean_recall.idxmax()] if ck['config'].get('select', 'best') == 'best' else h.step.max()
+        rows.append(h[['step', 'val_mean_recall', 'val_min_recall', 'loss']].assign(seed=seed, selected=h.step == best, seconds=ck['seconds']))
+    return pd.concat(rows, ignore_index=True)[['seed', 'step', 'val_mean_recall', 'val_min_recall', 'loss', 'selected', 'seconds']]

@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 from .core import atomic_write_json, atomic_write_text, data_root, runs_root
 
 # %% auto #0
-__all__ = ['SEEDS', 'GRIDS', 'EXECUTORS', 'RESOURCES', 'run_notebook', 'expand_grid', 'point_id', 'load_grid', 'parse_param',
-           'override', 'is_complete', 'run_point', 'SweepResult', 'check_params', 'run_sweep', 'job_resources',
-           'notebook_defaults', 'point_pretrain_config', 'pretrain_key', 'ClusterJob', 'SweepPlan', 'plan_sweep',
-           'slurm_parameters', 'sbatch_script', 'PretrainJob', 'FinetuneJob', 'submit_sweep', 'main']
+__all__ = ['SEEDS', 'FMNIST_SEEDS', 'T2_FMNIST', 'TUNE_LR', 'TUNE_STEPS', 'TUNE_ARMS', 'GRIDS', 'EXECUTORS', 'RESOURCES',
+           'run_notebook', 'expand_grid', 'point_id', 'load_grid', 'parse_param', 'override', 'is_complete',
+           'run_point', 'SweepResult', 'check_params', 'run_sweep', 'job_resources', 'notebook_defaults',
+           'point_pretrain_config', 'pretrain_key', 'ClusterJob', 'SweepPlan', 'plan_sweep', 'slurm_parameters',
+           'sbatch_script', 'PretrainJob', 'FinetuneJob', 'submit_sweep', 'main']
 
 # %% ../nbs/11_sweep.ipynb #b5c7a419
 def run_notebook()->Path:
@@ -83,7 +84,25 @@ def _valuation(**lam):
     return [dict(dataset='mnist_lt', policy='selmix', protocol='paper', objective=_VAL_OBJ, seed=SEEDS, **lam),   # = ablation's paper runs
             dict(dataset='mnist_lt', policy=['forgetting', 'hard_pool', 'uniform'], objective='mean_recall', seed=SEEDS, **lam)]
 
+# fmnist_lt, CIFAR-10-LT's splits on Fashion-MNIST (a CPU): first the tuning grids, on validation only (seed 0), the
+# same 3 learning rates × 2 lengths for every arm; then s for SelMix, raw and on G/max|G|; then the evidence, seed by seed
+FMNIST_SEEDS = list(range(10))
+T2_FMNIST = ['mean_recall', 'min_recall', 'h_mean', 'g_mean', 'mean_recall_min_coverage', 'h_mean_min_coverage']
+TUNE_LR, TUNE_STEPS = [1e-3, 3e-3, 1e-2], [500, 1500]
+TUNE_ARMS = dict(selmix=dict(policy='selmix'), uniform=dict(policy='uniform'),
+                 cost_sensitive=dict(method='cost_sensitive'), logit_adjusted=dict(method='logit_adjusted'))
+_FM = dict(dataset='fmnist_lt')
+def _fmnist_tuning(): return [_FM | dict(objective='min_recall', seed=0, lr=TUNE_LR, finetune_steps=TUNE_STEPS) | a for a in TUNE_ARMS.values()]
+def _fmnist_tuning_s():   # at the lr and steps `selmix.finetune.TUNED` holds for SelMix (the first grid's choice)
+    return [_FM | dict(objective='min_recall', policy='selmix', seed=0, s=s, s_scale=k) for s, k in ((_S, 'raw'), (_S_NORM, 'max_abs'))]
+def _fmnist_evidence(seeds):   # one seed's runs after another: a stopped sweep leaves whole seeds behind it
+    return [_FM | g | dict(seed=seed) for seed in seeds for g in (
+        dict(method='plugin', objective=T2_FMNIST), dict(policy='selmix', objective=T2_FMNIST),
+        dict(policy='uniform', objective='mean_recall'), dict(method='logit_adjusted', objective='mean_recall'),
+        dict(method='cost_sensitive', objective=T2_FMNIST), dict(policy='greedy', objective=_K2))]
+
 GRIDS = dict(
+    fmnist_tuning=_fmnist_tuning(), fmnist_tuning_s=_fmnist_tuning_s(), fmnist_evidence=_fmnist_evidence(FMNIST_SEEDS),
     paper_table2=[_sel(dataset='cifar10_lt', objective=_T2_C10), _sel(dataset='cifar100_lt', objective=_T2_C100)],
     # supervised (Alg. 2): standard LT training sets, MiSLAS-style mixup pre-training, labeled partners only
     paper_table3=[_sel(dataset='cifar10_lt_sup', objective=_T2_C10), _sel(dataset='cifar100_lt_sup', objective=_T2_C100)],
@@ -247,10 +266,12 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
               notebook=None, # default `run_notebook()`
               progress:bool=True, # tqdm bar over runs
               executor:str='local', # 'local' (threads on this machine) or a submitit executor: see `submit_sweep`
+              limit:int|None=None, # run at most this many pending points, in grid order (a chunk that fits a sitting)
               **cluster, # options of `submit_sweep` (gpus, time, partition, mem, cpus, wait, ...)
              )->SweepResult:
     "Execute the run notebook for every point of `grid`; skip completed points; collect failures."
     if executor not in EXECUTORS: raise ValueError(f"executor={executor!r}; valid: {', '.join(EXECUTORS)}")
+    if limit is not None and executor != 'local': raise ValueError("limit applies to local sweeps; a cluster sweep submits every pending point")
     if executor != 'local': return submit_sweep(grid, executor, name, runs_dir, params, notebook, workers, **cluster)
     if cluster: raise ValueError(f"{sorted(cluster)} only apply to cluster executors ({', '.join(EXECUTORS[1:])})")
     gname, grid = load_grid(grid)
@@ -264,6 +285,9 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
         d = res.out_dir/point_id(p)
         (res.skipped if is_complete(d) else todo).append((p, d))
     res.skipped = [d.name for _, d in res.skipped]
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1: raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+        todo = todo[:limit]
     res.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(yaml.safe_dump(_subgrids(grid), sort_keys=False), res.out_dir/'grid.yaml')
     bar = tqdm(total=len(todo), desc=f"sweep {res.name}", disable=not progress or not todo)
@@ -293,7 +317,7 @@ RESOURCES = {
 }
 
 def _family(dataset:str)->str:
-    return 'embedded' if dataset.startswith('mnist') else 'imagenet' if dataset.startswith('imagenet') else 'gpu'
+    return 'embedded' if dataset.startswith(('mnist', 'fmnist')) else 'imagenet' if dataset.startswith('imagenet') else 'gpu'
 
 def job_resources(dataset:str, # the dataset of the job's points
                   stage:str, # 'pretrain' or 'finetune'
@@ -563,6 +587,7 @@ def main(argv=None):
     ap.add_argument('--param', action='append', default=[], metavar='KEY=V1,V2', help="replace a parameter's values")
     ap.add_argument('--runs-dir', default=None, help="root folder of sweeps (default: runs/ at the repository root)")
     ap.add_argument('--list', action='store_true', help="print the grid points and exit")
+    ap.add_argument('--limit', type=int, default=None, help="run at most this many pending points (a chunk; run again to go on)")
     c = ap.add_argument_group('cluster (submitit)', 'defaults come from the dataset: see selmix.sweep.RESOURCES')
     c.add_argument('--executor', choices=EXECUTORS, default='local',
                    help="local: threads on this machine (default); slurm: submit to Slurm; submitit-local / debug: "
@@ -594,6 +619,7 @@ def main(argv=None):
             print(f"\n# ---- sbatch script of {', '.join(j.name for j in sub)}\n" + sbatch_script(sub, plan.out_dir/'jobs', dep))
         return 0
     kw = dict(executor=a.executor, **res_kw, **(dict(wait=True) if a.wait else {}))
+    if a.limit is not None: kw['limit'] = a.limit
     res = run_sweep(grid, name=a.name or name, workers=a.workers, runs_dir=a.runs_dir, params=params, **kw)
     print(res.summary())
     return 1 if res.failed else 0

@@ -60,9 +60,19 @@ def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
     np.testing.assert_allclose(m['finetuned']['recalls'], rec, atol=1e-12)
     assert math.isclose(m['finetuned']['min_recall'], rec.min(), abs_tol=1e-12)
     # another configuration may not write into this folder
-    with pytest.raises(pm.PapermillExecutionError, match='another configuration'):
+    with pytest.raises(pm.PapermillExecutionError, match='another configuration: objective, finetune_hash differ'):
         pm.execute_notebook(str(NB), str(tmp_path/'out2.ipynb'), parameters=dict(TINY, out_dir=str(out), objective='mean_recall'),
                             kernel_name='python3', cwd=str(REPO), progress_bar=False)
+    with pytest.raises(pm.PapermillExecutionError, match='finetune_hash, finetune_steps differ'):   # the field behind the hash
+        pm.execute_notebook(str(NB), str(tmp_path/'out2.ipynb'), parameters=dict(TINY, out_dir=str(out), finetune_steps=21),
+                            kernel_name='python3', cwd=str(REPO), progress_bar=False)
+    # the record: the data's content fingerprint; the plug-in rule on top of the fine-tuned model, recomputed with sklearn
+    assert c['data_fingerprint'] == bench.data_fingerprint and len(c['data_fingerprint']) >= 16
+    top = m['plugin_on']['finetuned']
+    assert list(top) == ['min_recall']                  # SelMix trains for its objective: the rule is fitted for it only
+    probs = torch.softmax(predict(model.eval(), bench.test, bench.prepare, 'cpu').double(), 1)
+    yr = (probs @ torch.tensor(top['min_recall']['G'], dtype=torch.float64)).argmax(1).numpy()
+    np.testing.assert_allclose(top['min_recall']['test']['recalls'], recall_score(bench.test.y.numpy(), yr, average=None), atol=1e-12)
 
 def test_unknown_and_out_of_range_parameters_are_refused(tmp_path):
     r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', '-p', 'finetune_step', '60',
@@ -89,6 +99,22 @@ def _fails(tmp_path, *params):
                        capture_output=True, text=True, env=env(), cwd=REPO)
     assert r.returncode != 0
     return r.stdout + r.stderr
+
+def test_names_that_shadow_the_kernel_are_unknown_parameters(tmp_path):
+    for name in ('In', 'Out', 'get_ipython'):
+        err = _fails(tmp_path, '-p', name, '1', '-p', 'out_dir', str(tmp_path/'run'))
+        assert f"unknown parameter {name!r}" in err and 'Valid parameters' in err, name
+        assert 'TypeError' not in err
+    assert not (tmp_path/'run').exists()
+
+@pytest.mark.parametrize('name,text,what', [('config.json', '[1, 2]', 'holds no run config'),
+                                            ('metrics.json', '{}', 'holds no run config'),
+                                            ('config.json', '{"dataset": "mnist_lt"}', 'its config lacks')])
+def test_a_run_file_of_the_wrong_shape_is_named_as_damaged(tmp_path, name, text, what):
+    run = tmp_path/'run'; run.mkdir(); (run/name).write_text(text)
+    err = _fails(tmp_path, '-p', 'out_dir', str(run), '-p', 'smoke', 'True')
+    assert str(run/name) in err and 'damaged' in err and what in err
+    assert 'another configuration' not in err and 'AttributeError' not in err
 
 def test_out_dir_that_is_a_file_or_holds_a_damaged_config_is_named(tmp_path):
     f = tmp_path/'not_a_folder'; f.write_text('x')
