@@ -17,7 +17,8 @@ from .core import data_root, json_safe, locked, read_json, _atomic_write
 __all__ = ['SPLITS', 'MNIST_5000_FINGERPRINT', 'FASHION_FILES', 'DEBIAN_FASHION', 'FASHION_FINGERPRINT', 'BENCHMARKS', 'DATASETS',
            'SUPERVISED', 'long_tailed_counts', 'check_disjoint', 'lt_ssl_indices', 'save_split_file', 'load_split_file',
            'random_translate', 'cutout', 'Augment', 'Split', 'Benchmark', 'array_fingerprint', 'files_fingerprint',
-           'benchmark_from_arrays', 'fashion_arrays', 'arrays_from_dataset', 'FileListDataset', 'load_benchmark']
+           'resize_images', 'benchmark_from_arrays', 'fashion_arrays', 'arrays_from_dataset', 'FileListDataset',
+           'load_benchmark']
 
 # %% ../nbs/04_data.ipynb #3154487f
 def long_tailed_counts(n_max:int, # N1, the size of class 0
@@ -236,6 +237,16 @@ def files_fingerprint(root, # folder the paths are relative to
         if i % every == 0: h.update(f.read_bytes()[:4096])
     return h.hexdigest()
 
+# %% ../nbs/04_data.ipynb #dae55d45
+def resize_images(X:Tensor, # uint8 batch N×C×H×W
+                  size:int, # side of the square output
+                  chunk:int=4096, # images resized at a time
+                 )->Tensor: # uint8 N×C×size×size
+    "Antialiased bilinear resize of a uint8 image batch (PIL's `BILINEAR` filter), chunk by chunk."
+    if tuple(X.shape[-2:]) == (size, size): return X
+    if len(X) == 0: return X.new_zeros(0, X.shape[1], size, size)
+    return torch.cat([v2.functional.resize(c, [size, size], antialias=True) for c in X.split(chunk)])
+
 # %% ../nbs/04_data.ipynb #313bad72
 def _as_uint8_images(X):
     "N×C×H×W uint8 tensor from a uint8/float array in NCHW, NHWC (C ∈ {1,3}) or N×H×W layout."
@@ -249,6 +260,11 @@ def _as_uint8_images(X):
     return X.contiguous()
 
 def _cfg_hash(cfg): return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+
+def _images(X, size=None):
+    "`_as_uint8_images(X)`, resized to size×size when `size` is given."
+    X = _as_uint8_images(X)
+    return resize_images(X, size) if size else X
 
 def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H×W, uint8 or float in [0,1]
                           y, # train pool labels, ints in 0..K-1
@@ -267,9 +283,10 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
                           unlabeled_X=None, # an external unlabeled pool (e.g. STL-10's 100k set); labels unknown
                           num_classes:int|None=None,
                           fingerprint:str|None=None, # the arrays' `array_fingerprint` when the caller has just verified it (None: computed here)
+                          image_size:int|None=None, # resize every split to image_size×image_size once, antialiased (None: keep the size)
                          )->Benchmark:
     "Build a long-tailed semi-supervised `Benchmark` from in-memory arrays."
-    X, y = _as_uint8_images(X), torch.as_tensor(np.asarray(y)).long()
+    X, y = _images(X, image_size), torch.as_tensor(np.asarray(y)).long()
     if len(X) != len(y): raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
     K = int(num_classes or int(y.max()) + 1)
     if (X_test is None) != (y_test is None): raise ValueError("give both X_test and y_test, or neither")
@@ -279,6 +296,7 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
     config = dict(name=name, seed=int(seed), num_classes=K, N1=N1, rho_l=rho_l, M1=M1, rho_u=rho_u,
                   val_per_class=val_per_class, test_per_class=test_per_class, n_labeled=n_l, n_unlabeled=n_u,
                   pool_size=len(y), external_unlabeled=None if unlabeled_X is None else len(unlabeled_X))
+    if image_size: config['image_size'] = int(image_size)   # only when given: the split hashes of the other benchmarks stay
     idx = lt_ssl_indices(y.numpy(), n_l, n_u if unlabeled_X is None else [0]*K, val_per_class, test_per_class, seed, K)
     if X_test is not None: idx['test'] = np.arange(len(y_test))
     if unlabeled_X is not None: idx['unlabeled'] = np.arange(len(unlabeled_X))
@@ -288,11 +306,11 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
     labeled = Split(X[t['labeled']], y[t['labeled']], t['labeled'])
     val = Split(X[t['val']], y[t['val']], t['val'])
     if X_test is not None:
-        Xt, yt = _as_uint8_images(X_test), torch.as_tensor(np.asarray(y_test)).long()
+        Xt, yt = _images(X_test, image_size), torch.as_tensor(np.asarray(y_test)).long()
         test = Split(Xt, yt, t['test'])
     else: test = Split(X[t['test']], y[t['test']], t['test'])
     if unlabeled_X is not None:
-        unl = Split(_as_uint8_images(unlabeled_X) if not isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X,
+        unl = Split(_images(unlabeled_X, image_size) if not isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X,
                     None, t['unlabeled'], hidden_y=torch.full((len(unlabeled_X),), -1, dtype=torch.long))
     else: unl = Split(X[t['unlabeled']], None, t['unlabeled'], hidden_y=y[t['unlabeled']])
     if mean is None:
@@ -300,8 +318,10 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
         mean, std = xl.mean((0, 2, 3)).tolist(), xl.std((0, 2, 3)).clamp_min(1e-3).tolist()
     config.update(mean=list(mean), std=list(std), flip=flip)
     C, S = X.shape[1], X.shape[-1]
-    fingerprint = fingerprint or array_fingerprint(X, y, X_test, y_test,
-                                                   None if isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X)
+    if fingerprint is None:   # of the arrays as given; with image_size, of the resized ones (what a model sees)
+        Xt_ = test.x if image_size and X_test is not None else X_test
+        Xu_ = unl.x if image_size and unlabeled_X is not None else unlabeled_X
+        fingerprint = array_fingerprint(X, y, Xt_, y_test, None if isinstance(Xu_, torch.utils.data.Dataset) else Xu_)
     return Benchmark(name, K, C, S, labeled, unl, val, test,
                      weak=Augment(mean, std, weak=True, flip=flip), strong=Augment(mean, std, strong=True, flip=flip),
                      prepare=Augment(mean, std), split_hash=split_hash, split_file=str(path), config=config,
@@ -398,7 +418,7 @@ BENCHMARKS = {
                        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     'cifar100_lt': dict(N1=150, rho_l=10, M1=300, rho_u=10, val_per_class=50, flip=True,
                         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
-    'stl10_lt': dict(N1=450, rho_l=10, M1=None, rho_u=1.0, val_per_class=50, flip=True,
+    'stl10_lt': dict(N1=450, rho_l=10, M1=None, rho_u=1.0, val_per_class=50, flip=True, image_size=32,   # Table G.1: 32×32
                      mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713)),
     'imagenet_lt': dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=224),
     'imagenet100_lt': dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=224),
