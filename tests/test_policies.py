@@ -293,3 +293,40 @@ def test_run_game_hedge_and_confusion_replay():
                 P = torch.from_numpy(P_of(C, cum)); cum = cum + G
             C = mixup_move(C, P, 0.2, 0.1)
             assert abs(v[t].item() - obj.value(C).item()) < 1e-10, (kw, t)
+
+
+# ---------------------------------------------------------------------------------------------- input validation (issue 23 item 4)
+
+BROKEN = [  # (policy, G, K, keyword arguments, what the message must say)
+    ('selmix', torch.zeros(3, 3), 4, {}, r'`G` must be a K×K = 4×4 gain matrix .*got shape \(3, 3\)'),
+    ('greedy', torch.zeros(4), 4, {}, r'`G` must be a K×K = 4×4 .*got shape \(4,\)'),
+    ('uniform', torch.zeros(2, 2), 3, {}, r'`G` must be a K×K = 3×3 .*got shape \(2, 2\)'),   # even where G is ignored
+    ('selmix', None, 3, {}, r"policy 'selmix' needs `G`, got None"),
+    ('greedy', None, 3, {}, r"policy 'greedy' needs `G`, got None"),
+    ('hard_pool', None, 3, dict(partner_counts=[-1, 0, 0]), r'`partner_counts` must be K = 3 non-negative integers.*class 0 = -1 \(negative\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[1, 0.5, 2]), r'`partner_counts` .*class 1 = 0.5 \(not an integer\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[1, 2, math.nan]), r'`partner_counts` .*class 2 = nan \(not finite\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[1, 2]), r'`partner_counts` must be K = 3 .*got shape \(2,\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[[1, 2, 3]]), r'`partner_counts` must be K = 3 .*got shape \(1, 3\)'),
+    ('hard_pool', None, 3, {}, r"policy 'hard_pool' needs `partner_counts`, got None"),
+    ('uniform', None, 3, dict(can_anchor=[True, False]), r'`can_anchor` must be K = 3 booleans \(one per class\), got shape \(2,\)'),
+    ('greedy', torch.zeros(3, 3), 3, dict(can_anchor=np.ones((3, 3), bool)), r'`can_anchor` must be K = 3 booleans .*got shape \(3, 3\)'),
+    ('forgetting', None, 3, dict(forgetting=torch.ones(2, 2)), r'`forgetting` must be K×K = 3×3 counts, got shape \(2, 2\)'),
+    ('forgetting', None, 3, {}, r"policy 'forgetting' needs `forgetting`, got None"),
+    ('uniform', None, 0, {}, r'num_classes must be an int >= 1, got 0'),
+    ('uniform', None, 2.0, {}, r'num_classes must be an int >= 1, got 2.0'),
+]
+
+@pytest.mark.parametrize('policy,G,K,kw,msg', BROKEN)
+def test_pair_distribution_names_the_bad_argument(policy, G, K, kw, msg):
+    with pytest.raises(ValueError, match=msg): pair_distribution(policy, G, 10., K, **kw)
+
+def test_pair_distribution_valid_inputs_still_work():
+    "Counts as a LongTensor, floats with integer values, masks as 0/1 or bools: the same P."
+    want = np.array([[0., 2., 2.]] * 3) / 12
+    for counts in (torch.tensor([0, 2, 2]), [0., 2., 2.], np.array([0, 2, 2])):
+        np.testing.assert_allclose(pair_distribution('hard_pool', None, 0., 3, partner_counts=counts).numpy(), want, rtol=1e-12)
+    P = pair_distribution('hard_pool', None, 0., 3, partner_counts=[0, 0, 0], can_anchor=torch.tensor([1, 0, 1]))
+    np.testing.assert_allclose(P.numpy(), np.array([[1, 1, 1], [0, 0, 0], [1, 1, 1]]) / 6)   # empty pool: uniform over drawable pairs
+    assert torch.equal(pair_distribution('uniform', None, 1., 3, can_anchor=[True, False, True]),
+                       pair_distribution('uniform', None, 1., 3, can_anchor=np.array([1, 0, 1])))
