@@ -37,17 +37,26 @@ def uniform_pairs(K:int, # number of classes
     return torch.full((K, K), 1.0 / K**2, dtype=torch.float64)
 
 # %% ../nbs/08_policies.ipynb #9a559fad
+def _check_floor(floor):
+    if isinstance(floor, bool) or not (isinstance(floor, (int, float)) and 0 <= floor < math.inf):
+        raise ValueError(f"floor={floor!r} must be a finite number >= 0 (the released code's is 1e-8)")
+    return float(floor)
+
 def softmax_pairs(G:Tensor, # K×K score per pair (i, j): a gain matrix, or summed past gains for Hedge
                   s:float=10., # inverse temperature s ≥ 0: 0 is uniform, inf is `greedy_pairs`
                   mask_nonpositive:bool=True, # SelMix (Eq. 6): no mass on pairs with G ≤ 0 (uniform if none is positive)
+                  floor:float=0., # probability added to every pair before renormalising (released code: 1e-8)
                  )->Tensor: # K×K float64 distribution summing to 1
-    "P[i,j] ∝ exp(s·G[i,j]) jointly over the K² pairs (over the pairs with G > 0 when masking)."
-    G, s = _square(G, 'G'), _check_s(s)
+    "P[i,j] ∝ exp(s·G[i,j]) jointly over the K² pairs (over the pairs with G > 0 when masking), optionally floored."
+    G, s, floor = _square(G, 'G'), _check_s(s), _check_floor(floor)
     keep = G > 0 if mask_nonpositive else torch.ones_like(G, dtype=torch.bool)
     if not keep.any(): return torch.full_like(G, 1 / G.numel())
-    if math.isinf(s): return greedy_pairs(G, keep)
-    w = torch.where(keep, torch.exp(s * (G - G[keep].max())), torch.zeros_like(G))
-    return w / w.sum()
+    if math.isinf(s): P = greedy_pairs(G, keep)
+    else:
+        w = torch.exp(s * (G - G[keep].max()))
+        P = torch.where(keep, w, torch.zeros_like(G))
+        P = P / (w.sum() if floor else P.sum())   # with a floor, as released: the joint softmax of all K² pairs, then the mask
+    return (P + floor) / (P + floor).sum() if floor else P
 
 # %% ../nbs/08_policies.ipynb #6c767cdf
 def greedy_pairs(G:Tensor, # K×K score per pair
@@ -126,13 +135,14 @@ def pair_distribution(policy:str, # one of `POLICIES`
                       partner_counts=None, # K non-negative integers: size of each class in the hard partner pool ('hard_pool')
                       smoothing:float=1., # 'forgetting': pseudo-counts per row (see `partner_pairs`)
                       mask_nonpositive:bool=True, # 'selmix': Eq. 6's masking of pairs with G ≤ 0 (False: plain softmax)
+                      floor:float=0., # 'selmix': probability added to every pair before renormalising (released code: 1e-8)
                      )->Tensor: # K×K float64 distribution over pairs (i, j)
     "The distribution P over class pairs (i, j) that `policy` plays until the next refresh."
     if policy not in POLICIES: raise ValueError(f"unknown policy {policy!r}; valid: {', '.join(POLICIES)}")
     K = num_classes
     G, ok, forgetting, partner_counts = _policy_inputs(policy, K, G, can_anchor, forgetting, partner_counts)
     if policy == 'uniform': P = torch.ones(K, K, dtype=torch.float64)
-    elif policy == 'selmix': P = softmax_pairs(G, s, mask_nonpositive).cpu()
+    elif policy == 'selmix': P = softmax_pairs(G, s, mask_nonpositive, floor).cpu()
     elif policy == 'greedy': P = greedy_pairs(G.cpu(), ok[:, None].expand(K, K))
     elif policy == 'forgetting': P = partner_pairs(forgetting, can_anchor=ok, smoothing=smoothing)
     else: P = torch.ones(K, 1, dtype=torch.float64) * partner_counts[None, :]

@@ -330,3 +330,45 @@ def test_pair_distribution_valid_inputs_still_work():
     np.testing.assert_allclose(P.numpy(), np.array([[1, 1, 1], [0, 0, 0], [1, 1, 1]]) / 6)   # empty pool: uniform over drawable pairs
     assert torch.equal(pair_distribution('uniform', None, 1., 3, can_anchor=[True, False, True]),
                        pair_distribution('uniform', None, 1., 3, can_anchor=np.array([1, 0, 1])))
+
+
+# ---------------------------------------------------------------------------------------------- the released probability floor (issue 20 item 7b)
+from scipy.special import softmax as sp_softmax
+
+def released_P(G, s, floor, mask=True):
+    "The released code's distribution, in numpy: joint softmax over all K² pairs, masked (not renormalised), + floor, renormalised."
+    P = sp_softmax(s * G) * ((G > 0) if mask else 1.)
+    return (P + floor) / np.sum(P + floor)
+
+@settings(max_examples=60, deadline=None)
+@given(gains, st.floats(0, 30), st.sampled_from([1e-8, 1e-10, 1e-3]), st.booleans())
+def test_floor_matches_released_numpy(S, s, floor, mask):
+    if mask and not (S > 0).any(): S = S.copy(); S.flat[0] = 1.
+    P = softmax_pairs(torch.from_numpy(S), s, mask_nonpositive=mask, floor=floor).numpy()
+    want = released_P(S, s, floor, mask)
+    np.testing.assert_allclose(P, want, rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose(P[S <= 0].sum(), want[S <= 0].sum(), rtol=1e-9, atol=1e-300)   # the mass on G ≤ 0 pairs
+    if mask and (S <= 0).any(): assert (P[S <= 0] > 0).all()
+
+@settings(max_examples=40, deadline=None)
+@given(gains, st.floats(0, 100), st.booleans())
+def test_floor_zero_is_unchanged(S, s, mask):
+    G = torch.from_numpy(S)
+    assert torch.equal(softmax_pairs(G, s, mask, floor=0.), softmax_pairs(G, s, mask))
+    np.testing.assert_allclose(softmax_pairs(G, s, mask, floor=0.).numpy(), np_softmax_pairs(S, s, mask), rtol=1e-9, atol=1e-300)
+
+def test_floor_through_pair_distribution_and_typical_mass():
+    g = torch.Generator().manual_seed(0)
+    G = torch.randn(10, 10, generator=g, dtype=f64)
+    P = pair_distribution('selmix', G, 10., 10, floor=1e-8)
+    np.testing.assert_allclose(P.numpy(), released_P(G.numpy(), 10., 1e-8), rtol=1e-9)
+    mass = P[G <= 0].sum().item()
+    n = int((G <= 0).sum())
+    assert n * 1e-8 / (1 + 100e-8) <= mass <= 1.1e-4     # at least n·f/(1 + K²f): the positive pairs hold ≤ 1 of the softmax
+    assert torch.equal(pair_distribution('selmix', G, 10., 10), pair_distribution('selmix', G, 10., 10, floor=0.))
+    P = pair_distribution('selmix', G, 10., 10, floor=1e-8, can_anchor=[True] * 9 + [False])
+    assert (P[9] == 0).all() and (P[:9] > 0).all()       # a class without labeled samples stays undrawable
+    np.testing.assert_allclose(softmax_pairs(G, math.inf, floor=1e-8).numpy(),
+                               (greedy_pairs(G).numpy() + 1e-8) / (1 + 100e-8), rtol=1e-12)
+    for bad in (-1e-8, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match='floor='): softmax_pairs(G, 10., floor=bad)
