@@ -10,9 +10,9 @@ from torch import Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'HYPERPARAMS', 'check_confusion', 'confusion_matrix', 'soft_confusion', 'recalls', 'coverages',
-           'num_head', 'head_tail_means', 'default_floor', 'floor_recalls', 'g_mean', 'h_mean', 'report', 'Objective',
-           'get_objective']
+__all__ = ['OBJECTIVES', 'HYPERPARAMS', 'CONFUSION_FLOOR', 'check_confusion', 'confusion_matrix', 'soft_confusion', 'recalls',
+           'coverages', 'num_head', 'head_tail_means', 'default_floor', 'floor_recalls', 'g_mean', 'h_mean', 'report',
+           'Objective', 'clip_confusion', 'get_objective']
 
 # %% ../nbs/01_metrics.ipynb #fac10e5d
 def check_confusion(C, # joint confusion matrix P(y=i, ŷ=j): K×K, non-negative, sums to 1
@@ -199,6 +199,16 @@ class Objective:
         hp = ', '.join(f'{k}={getattr(self, k)}' for k in HYPERPARAMS)
         return f"Objective({self.name!r}, num_classes={self.num_classes}, {hp})"
 
+# %% ../nbs/01_metrics.ipynb #03795bb4
+CONFUSION_FLOOR = 1e-7   # entries of C are raised to this before dψ/dC̃ is computed (the released code's clip)
+
+def clip_confusion(C:Tensor, # joint confusion matrix, K×K
+                   floor:float=CONFUSION_FLOOR, # smallest entry kept; 0 leaves C unchanged
+                  )->Tensor: # max(C, floor) entrywise, not renormalised
+    "The confusion matrix at which D is evaluated: no cell is exactly empty."
+    if not (isinstance(floor, (int, float)) and 0 <= floor < 1): raise ValueError(f"floor must be a number in [0, 1), got {floor!r}")
+    return C.clamp(min=floor)
+
 # %% ../nbs/01_metrics.ipynb #98531455
 def _dpsi_dr(obj, r):
     "∂ surrogate/∂ recall, at floored recalls for G/H-mean (straight-through floor)."
@@ -208,20 +218,24 @@ def _dpsi_dr(obj, r):
     rf, psi = r.clamp(min=obj.eps), obj._metric(r)
     return psi/(K*rf) if obj.metric == 'g' else psi**2/(K*rf**2)
 
-@patch
-def grad_confusion(obj:Objective, C)->Tensor:
-    "∂ surrogate/∂C with the priors π held fixed, K×K."
-    C, r, cov = obj._rc(C)
-    C, r = C.detach(), r.detach()
-    G = torch.diag(_dpsi_dr(obj, r)/C.sum(1))
+def _grad_confusion(obj, C):
+    "∂ surrogate/∂C of a checked, detached C whose row sums are the priors (no check that it sums to 1)."
+    G = torch.diag(_dpsi_dr(obj, _recalls(C))/C.sum(1))
     if obj.P_cov is not None: G = G + (obj.P_cov.to(C.device).T @ obj.lam_cov.to(C.device))[None, :]
     return G
 
 @patch
-def grad_unconstrained(obj:Objective, C)->Tensor:
-    "dψ/dC̃ (K×K) for C[k,:] = π_k softmax(C̃[k,:]), with the current multipliers: C∘(G − rowsum(G∘C)/π)."
-    C = check_confusion(C, obj.num_classes).detach()
-    G = obj.grad_confusion(C)
+def grad_confusion(obj:Objective, C)->Tensor:
+    "∂ surrogate/∂C with the priors π held fixed, K×K (at C itself, unclipped)."
+    return _grad_confusion(obj, check_confusion(C, obj.num_classes).detach())
+
+@patch
+def grad_unconstrained(obj:Objective, C,
+                       floor:float=CONFUSION_FLOOR, # entries of C are raised to this first (0: the derivative at C itself)
+                      )->Tensor:
+    "dψ/dC̃ (K×K) for C[k,:] = π_k softmax(C̃[k,:]) at the clipped C, current multipliers: C∘(G − rowsum(G∘C)/π)."
+    C = clip_confusion(obj._rc(C)[0].detach(), floor)   # _rc first: a class without samples is refused, not clipped
+    G = _grad_confusion(obj, C)
     return C*(G - (G*C).sum(1, keepdim=True)/C.sum(1, keepdim=True))
 
 # %% ../nbs/01_metrics.ipynb #c3c40f49

@@ -37,17 +37,26 @@ def uniform_pairs(K:int, # number of classes
     return torch.full((K, K), 1.0 / K**2, dtype=torch.float64)
 
 # %% ../nbs/08_policies.ipynb #9a559fad
+def _check_floor(floor):
+    if isinstance(floor, bool) or not (isinstance(floor, (int, float)) and 0 <= floor < math.inf):
+        raise ValueError(f"floor={floor!r} must be a finite number >= 0 (the released code's is 1e-8)")
+    return float(floor)
+
 def softmax_pairs(G:Tensor, # K×K score per pair (i, j): a gain matrix, or summed past gains for Hedge
                   s:float=10., # inverse temperature s ≥ 0: 0 is uniform, inf is `greedy_pairs`
                   mask_nonpositive:bool=True, # SelMix (Eq. 6): no mass on pairs with G ≤ 0 (uniform if none is positive)
+                  floor:float=0., # probability added to every pair before renormalising (released code: 1e-8)
                  )->Tensor: # K×K float64 distribution summing to 1
-    "P[i,j] ∝ exp(s·G[i,j]) jointly over the K² pairs (over the pairs with G > 0 when masking)."
-    G, s = _square(G, 'G'), _check_s(s)
+    "P[i,j] ∝ exp(s·G[i,j]) jointly over the K² pairs (over the pairs with G > 0 when masking), optionally floored."
+    G, s, floor = _square(G, 'G'), _check_s(s), _check_floor(floor)
     keep = G > 0 if mask_nonpositive else torch.ones_like(G, dtype=torch.bool)
     if not keep.any(): return torch.full_like(G, 1 / G.numel())
-    if math.isinf(s): return greedy_pairs(G, keep)
-    w = torch.where(keep, torch.exp(s * (G - G[keep].max())), torch.zeros_like(G))
-    return w / w.sum()
+    if math.isinf(s): P = greedy_pairs(G, keep)
+    else:
+        w = torch.exp(s * (G - G[keep].max()))
+        P = torch.where(keep, w, torch.zeros_like(G))
+        P = P / (w.sum() if floor else P.sum())   # with a floor, as released: the joint softmax of all K² pairs, then the mask
+    return (P + floor) / (P + floor).sum() if floor else P
 
 # %% ../nbs/08_policies.ipynb #6c767cdf
 def greedy_pairs(G:Tensor, # K×K score per pair
@@ -80,6 +89,42 @@ def partner_pairs(M:Tensor, # K×K non-negative counts: M[i,j] = how often class
     if a.shape != (K,) or not a.any(): raise ValueError(f"can_anchor must be K={K} booleans with at least one True")
     return cond * (a.double() / a.sum())[:, None]
 
+# %% ../nbs/08_policies.ipynb #e6d5915c
+def _as_shaped(x, name:str, shape:tuple, what:str)->Tensor:
+    "`x` as a tensor of `shape`; otherwise a ValueError naming the argument, what it must be and what was found."
+    try: t = x.detach() if torch.is_tensor(x) else torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e: raise ValueError(f"`{name}` must be {what}, got {type(x).__name__} ({e})") from None
+    if tuple(t.shape) != tuple(shape): raise ValueError(f"`{name}` must be {what}, got shape {tuple(t.shape)}")
+    return t
+
+def _check_counts(counts, K:int)->Tensor:
+    "Pool sizes per class: K non-negative integers."
+    what = f"K = {K} non-negative integers (the size of each class in the hard partner pool)"
+    c = _as_shaped(counts, 'partner_counts', (K,), what).cpu().double()
+    bad = (~torch.isfinite(c)) | (c < 0) | (c != c.round())
+    if bad.any():
+        why = lambda v: 'not finite' if not math.isfinite(v) else 'negative' if v < 0 else 'not an integer'
+        found = ', '.join(f"class {k} = {c[k].item():g} ({why(c[k].item())})" for k in bad.nonzero().flatten()[:5].tolist())
+        raise ValueError(f"`partner_counts` must be {what}; found {found}")
+    return c
+
+# %% ../nbs/08_policies.ipynb #77de690d
+_NEEDS = dict(selmix='G', greedy='G', forgetting='forgetting', hard_pool='partner_counts')   # what each policy reads
+
+def _policy_inputs(policy, K, G, can_anchor, forgetting, partner_counts):
+    "The array arguments of `pair_distribution`, checked against K: (G, can-anchor mask, forgetting, partner counts)."
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1: raise ValueError(f"num_classes must be an int >= 1, got {K!r}")
+    given = dict(G=G, forgetting=forgetting, partner_counts=partner_counts)
+    need = _NEEDS.get(policy)
+    if need and given[need] is None: raise ValueError(f"policy {policy!r} needs `{need}`, got None")
+    if G is not None: G = _square(_as_shaped(G, 'G', (K, K), f"a K×K = {K}×{K} gain matrix (one entry per pair (i, j))"), 'G')
+    if forgetting is not None: forgetting = _as_shaped(forgetting, 'forgetting', (K, K), f"K×K = {K}×{K} counts")
+    if partner_counts is not None: partner_counts = _check_counts(partner_counts, K)
+    ok = torch.ones(K, dtype=torch.bool) if can_anchor is None else \
+        _as_shaped(can_anchor, 'can_anchor', (K,), f"K = {K} booleans (one per class)").cpu().bool()
+    if not ok.any(): raise ValueError("no class has a labeled sample, so no pair (i, j) can be drawn: check the labeled split")
+    return G, ok, forgetting, partner_counts
+
 # %% ../nbs/08_policies.ipynb #844754af
 def pair_distribution(policy:str, # one of `POLICIES`
                       G:Tensor|None, # K×K gain matrix ('selmix', 'greedy'; ignored otherwise)
@@ -87,20 +132,20 @@ def pair_distribution(policy:str, # one of `POLICIES`
                       num_classes:int, # K
                       can_anchor=None, # K booleans: class i has labeled samples; other rows get 0
                       forgetting=None, # K×K forgetting (or confusion) counts ('forgetting')
-                      partner_counts=None, # K: size of each class in the hard partner pool ('hard_pool')
+                      partner_counts=None, # K non-negative integers: size of each class in the hard partner pool ('hard_pool')
                       smoothing:float=1., # 'forgetting': pseudo-counts per row (see `partner_pairs`)
                       mask_nonpositive:bool=True, # 'selmix': Eq. 6's masking of pairs with G ≤ 0 (False: plain softmax)
+                      floor:float=0., # 'selmix': probability added to every pair before renormalising (released code: 1e-8)
                      )->Tensor: # K×K float64 distribution over pairs (i, j)
     "The distribution P over class pairs (i, j) that `policy` plays until the next refresh."
     if policy not in POLICIES: raise ValueError(f"unknown policy {policy!r}; valid: {', '.join(POLICIES)}")
     K = num_classes
-    ok = torch.ones(K, dtype=torch.bool) if can_anchor is None else torch.as_tensor(can_anchor, dtype=torch.bool)
-    if not ok.any(): raise ValueError("no class has a labeled sample, so no pair (i, j) can be drawn: check the labeled split")
+    G, ok, forgetting, partner_counts = _policy_inputs(policy, K, G, can_anchor, forgetting, partner_counts)
     if policy == 'uniform': P = torch.ones(K, K, dtype=torch.float64)
-    elif policy == 'selmix': P = softmax_pairs(G, s, mask_nonpositive).cpu()
+    elif policy == 'selmix': P = softmax_pairs(G, s, mask_nonpositive, floor).cpu()
     elif policy == 'greedy': P = greedy_pairs(G.cpu(), ok[:, None].expand(K, K))
     elif policy == 'forgetting': P = partner_pairs(forgetting, can_anchor=ok, smoothing=smoothing)
-    else: P = torch.ones(K, 1, dtype=torch.float64) * torch.as_tensor(partner_counts, dtype=torch.float64)[None, :]
+    else: P = torch.ones(K, 1, dtype=torch.float64) * partner_counts[None, :]
     P = P * ok[:, None]
     if P.sum() <= 0: P = ok[:, None].double().expand(K, K).clone()  # nothing left: uniform over drawable pairs
     return P / P.sum()

@@ -299,3 +299,81 @@ def test_alpha_above_one_is_refused_because_it_is_infeasible(K, seed, alpha):
     for name in ('mean_recall_min_coverage', 'mean_recall_min_ht_coverage', 'h_mean_min_coverage', 'h_mean_min_ht_coverage'):
         with pytest.raises(ValueError, match=r'alpha=.* can never be met.*\(0, 1\]'): get_objective(name, K, alpha=alpha)
     assert get_objective('mean_recall_min_coverage', K, alpha=1.0).alpha == 1.0
+
+
+# ---------------------------------------------------------------- the confusion floor behind D (issue 20 item 3)
+from selmix.metrics import CONFUSION_FLOOR, clip_confusion
+
+def zero_recall_confusion(K=10, dead=4, seed=0):
+    "Predictions right 60% of the time, except class `dead`, always predicted as the next class: recall 0, one full cell."
+    y, yp = predictions(K, 20, 0.6, seed)
+    return confusion_matrix(y, np.where(y == dead, (dead + 1) % K, yp), K)
+
+def numpy_fd_min_recall(C, lam, floor=1e-7, h=1e-6):
+    "Independent D for min recall: central differences of Σλ_i r_i over Ct = log max(C, floor), C = π·softmax(Ct), in numpy."
+    Cc = np.maximum(C, floor); pi, Ct = Cc.sum(1), np.log(Cc)
+    def f(Ct):
+        E = np.exp(Ct - Ct.max(1, keepdims=True)); Cj = pi[:, None]*E/E.sum(1, keepdims=True)
+        return lam @ (np.diag(Cj)/Cj.sum(1))
+    D = np.zeros_like(C)
+    for k, l in np.ndindex(*C.shape):
+        E = np.zeros_like(C); E[k, l] = h
+        D[k, l] = (f(Ct + E) - f(Ct - E))/(2*h)
+    return D
+
+def test_confusion_floor_constant():
+    assert CONFUSION_FLOOR == 1e-7
+    C = torch.tensor([[0.5, 0.], [0.2, 0.3]], dtype=torch.float64)
+    assert clip_confusion(C).tolist() == [[0.5, 1e-7], [0.2, 0.3]] and torch.equal(clip_confusion(C, 0.), C)
+    with pytest.raises(ValueError, match='floor'): clip_confusion(C, -1.)
+    with pytest.raises(ValueError, match='floor'): get_objective('g_mean', 2).grad_unconstrained(C, floor=2.)
+    with pytest.raises(ValueError, match='no samples'):            # an empty row is refused, not clipped into a class
+        get_objective('g_mean', 2).grad_unconstrained(torch.tensor([[1., 0.], [0., 0.]]))
+
+@pytest.mark.parametrize('name,dead', [('min_recall', 4), ('min_ht_recall', 9)])
+def test_zero_recall_row_of_D_is_nonzero_and_largest(name, dead):
+    C = zero_recall_confusion(dead=dead)
+    assert recalls(C)[dead] == 0
+    obj = get_objective(name, 10, omega=40); obj.update(C)
+    D, D0 = obj.grad_unconstrained(C), obj.grad_unconstrained(C, floor=0)
+    assert (D0[dead] == 0).all() and D0.abs().amax(1).argmax() != dead     # the failure the floor removes
+    assert (D[dead] != 0).all() and D.abs().amax(1).argmax() == dead
+    assert D[dead, dead] > 0                                               # raising the dead class's diagonal helps
+
+def test_clipped_D_matches_numpy_finite_differences():
+    C = zero_recall_confusion()
+    obj = get_objective('min_recall', 10, omega=40); obj.update(C)
+    D = obj.grad_unconstrained(C).numpy()
+    Dfd = numpy_fd_min_recall(C.numpy(), obj.lam_recall.numpy())
+    np.testing.assert_allclose(D, Dfd, rtol=1e-6, atol=1e-9*np.abs(D).max())
+    assert np.abs(Dfd[4]).max() > 5*np.abs(np.delete(Dfd, 4, 0)).max()
+
+@pytest.mark.parametrize('name', OBJECTIVES)
+def test_clipped_D_matches_autograd(name):
+    "Every objective: D equals autograd of the surrogate at the clipped matrix (few empty cells: it still sums to 1 ± 1e-5)."
+    C = zero_recall_confusion(seed=3)
+    Cc = C.clamp(min=1e-7)
+    assert abs(Cc.sum().item() - 1) < 1e-5
+    obj = get_objective(name, 10, omega=40); obj.update(C)
+    x = Cc.log().requires_grad_()
+    obj.surrogate(Cc.sum(1, keepdim=True)*torch.softmax(x, 1)).backward()
+    D = obj.grad_unconstrained(C)
+    torch.testing.assert_close(D, x.grad, rtol=1e-9, atol=1e-12*D.abs().max().item())
+
+@pytest.mark.parametrize('K', [2, 10, 100])
+@pytest.mark.parametrize('name', OBJECTIVES)
+def test_floor_changes_only_rows_with_tiny_entries(name, K):
+    Ct, pi = random_unconstrained(K, 5)
+    C = joint(Ct, pi)
+    assert C.min() > 1e-7
+    obj = get_objective(name, K); obj.update(C)
+    assert torch.equal(obj.grad_unconstrained(C), obj.grad_unconstrained(C, floor=0))   # no tiny entry: bit for bit
+    y, yp = predictions(K, 3, 0.5, K)
+    Ch = confusion_matrix(y, yp, K)
+    obj.update(Ch)
+    tiny = (Ch < 1e-7).any(1)
+    D, D0 = obj.grad_unconstrained(Ch), obj.grad_unconstrained(Ch, floor=0)
+    if name.startswith(('g_mean', 'h_mean')):   # ψ reads every recall, and the clip moves a recall of 1 by ~1e-7/π
+        torch.testing.assert_close(D[~tiny], D0[~tiny], rtol=1e-5, atol=0)
+    else:                                        # multipliers fixed: other rows are untouched
+        assert torch.equal(D[~tiny], D0[~tiny])

@@ -293,3 +293,82 @@ def test_run_game_hedge_and_confusion_replay():
                 P = torch.from_numpy(P_of(C, cum)); cum = cum + G
             C = mixup_move(C, P, 0.2, 0.1)
             assert abs(v[t].item() - obj.value(C).item()) < 1e-10, (kw, t)
+
+
+# ---------------------------------------------------------------------------------------------- input validation (issue 23 item 4)
+
+BROKEN = [  # (policy, G, K, keyword arguments, what the message must say)
+    ('selmix', torch.zeros(3, 3), 4, {}, r'`G` must be a K×K = 4×4 gain matrix .*got shape \(3, 3\)'),
+    ('greedy', torch.zeros(4), 4, {}, r'`G` must be a K×K = 4×4 .*got shape \(4,\)'),
+    ('uniform', torch.zeros(2, 2), 3, {}, r'`G` must be a K×K = 3×3 .*got shape \(2, 2\)'),   # even where G is ignored
+    ('selmix', None, 3, {}, r"policy 'selmix' needs `G`, got None"),
+    ('greedy', None, 3, {}, r"policy 'greedy' needs `G`, got None"),
+    ('hard_pool', None, 3, dict(partner_counts=[-1, 0, 0]), r'`partner_counts` must be K = 3 non-negative integers.*class 0 = -1 \(negative\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[1, 0.5, 2]), r'`partner_counts` .*class 1 = 0.5 \(not an integer\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[1, 2, math.nan]), r'`partner_counts` .*class 2 = nan \(not finite\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[1, 2]), r'`partner_counts` must be K = 3 .*got shape \(2,\)'),
+    ('hard_pool', None, 3, dict(partner_counts=[[1, 2, 3]]), r'`partner_counts` must be K = 3 .*got shape \(1, 3\)'),
+    ('hard_pool', None, 3, {}, r"policy 'hard_pool' needs `partner_counts`, got None"),
+    ('uniform', None, 3, dict(can_anchor=[True, False]), r'`can_anchor` must be K = 3 booleans \(one per class\), got shape \(2,\)'),
+    ('greedy', torch.zeros(3, 3), 3, dict(can_anchor=np.ones((3, 3), bool)), r'`can_anchor` must be K = 3 booleans .*got shape \(3, 3\)'),
+    ('forgetting', None, 3, dict(forgetting=torch.ones(2, 2)), r'`forgetting` must be K×K = 3×3 counts, got shape \(2, 2\)'),
+    ('forgetting', None, 3, {}, r"policy 'forgetting' needs `forgetting`, got None"),
+    ('uniform', None, 0, {}, r'num_classes must be an int >= 1, got 0'),
+    ('uniform', None, 2.0, {}, r'num_classes must be an int >= 1, got 2.0'),
+]
+
+@pytest.mark.parametrize('policy,G,K,kw,msg', BROKEN)
+def test_pair_distribution_names_the_bad_argument(policy, G, K, kw, msg):
+    with pytest.raises(ValueError, match=msg): pair_distribution(policy, G, 10., K, **kw)
+
+def test_pair_distribution_valid_inputs_still_work():
+    "Counts as a LongTensor, floats with integer values, masks as 0/1 or bools: the same P."
+    want = np.array([[0., 2., 2.]] * 3) / 12
+    for counts in (torch.tensor([0, 2, 2]), [0., 2., 2.], np.array([0, 2, 2])):
+        np.testing.assert_allclose(pair_distribution('hard_pool', None, 0., 3, partner_counts=counts).numpy(), want, rtol=1e-12)
+    P = pair_distribution('hard_pool', None, 0., 3, partner_counts=[0, 0, 0], can_anchor=torch.tensor([1, 0, 1]))
+    np.testing.assert_allclose(P.numpy(), np.array([[1, 1, 1], [0, 0, 0], [1, 1, 1]]) / 6)   # empty pool: uniform over drawable pairs
+    assert torch.equal(pair_distribution('uniform', None, 1., 3, can_anchor=[True, False, True]),
+                       pair_distribution('uniform', None, 1., 3, can_anchor=np.array([1, 0, 1])))
+
+
+# ---------------------------------------------------------------------------------------------- the released probability floor (issue 20 item 7b)
+from scipy.special import softmax as sp_softmax
+
+def released_P(G, s, floor, mask=True):
+    "The released code's distribution, in numpy: joint softmax over all K² pairs, masked (not renormalised), + floor, renormalised."
+    P = sp_softmax(s * G) * ((G > 0) if mask else 1.)
+    return (P + floor) / np.sum(P + floor)
+
+@settings(max_examples=60, deadline=None)
+@given(gains, st.floats(0, 30), st.sampled_from([1e-8, 1e-10, 1e-3]), st.booleans())
+def test_floor_matches_released_numpy(S, s, floor, mask):
+    if mask and not (S > 0).any(): S = S.copy(); S.flat[0] = 1.
+    P = softmax_pairs(torch.from_numpy(S), s, mask_nonpositive=mask, floor=floor).numpy()
+    want = released_P(S, s, floor, mask)
+    np.testing.assert_allclose(P, want, rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose(P[S <= 0].sum(), want[S <= 0].sum(), rtol=1e-9, atol=1e-300)   # the mass on G ≤ 0 pairs
+    if mask and (S <= 0).any(): assert (P[S <= 0] > 0).all()
+
+@settings(max_examples=40, deadline=None)
+@given(gains, st.floats(0, 100), st.booleans())
+def test_floor_zero_is_unchanged(S, s, mask):
+    G = torch.from_numpy(S)
+    assert torch.equal(softmax_pairs(G, s, mask, floor=0.), softmax_pairs(G, s, mask))
+    np.testing.assert_allclose(softmax_pairs(G, s, mask, floor=0.).numpy(), np_softmax_pairs(S, s, mask), rtol=1e-9, atol=1e-300)
+
+def test_floor_through_pair_distribution_and_typical_mass():
+    g = torch.Generator().manual_seed(0)
+    G = torch.randn(10, 10, generator=g, dtype=f64)
+    P = pair_distribution('selmix', G, 10., 10, floor=1e-8)
+    np.testing.assert_allclose(P.numpy(), released_P(G.numpy(), 10., 1e-8), rtol=1e-9)
+    mass = P[G <= 0].sum().item()
+    n = int((G <= 0).sum())
+    assert n * 1e-8 / (1 + 100e-8) <= mass <= 1.1e-4     # at least n·f/(1 + K²f): the positive pairs hold ≤ 1 of the softmax
+    assert torch.equal(pair_distribution('selmix', G, 10., 10), pair_distribution('selmix', G, 10., 10, floor=0.))
+    P = pair_distribution('selmix', G, 10., 10, floor=1e-8, can_anchor=[True] * 9 + [False])
+    assert (P[9] == 0).all() and (P[:9] > 0).all()       # a class without labeled samples stays undrawable
+    np.testing.assert_allclose(softmax_pairs(G, math.inf, floor=1e-8).numpy(),
+                               (greedy_pairs(G).numpy() + 1e-8) / (1 + 100e-8), rtol=1e-12)
+    for bad in (-1e-8, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match='floor='): softmax_pairs(G, 10., floor=bad)
