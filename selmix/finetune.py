@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['HARD_SCORES', 'LOSSES', 'PROTOCOLS', 'FINETUNE_METHODS', 'S_SCALES', 'LEAKS', 'PAPER_TABLE', 'EMBEDDED', 'PRESETS',
            'TUNED', 'PROTOCOL_SETTINGS', 'CKPT_NAME', 'ABLATION_FIELDS', 'RUN_OPTIONS', 'RUN_METHODS', 'OWN_DATA',
-           'FinetuneConfig', 'arm_of', 'finetune_config', 'ClassIndex', 'class_means', 'gain_direction',
+           'FinetuneConfig', 'arm_of', 'finetune_config', 'p_floor', 'ClassIndex', 'class_means', 'gain_direction',
            'coverage_scale', 'has_unlabeled', 'scaled_gains', 'refresh', 'param_groups', 'make_optimizer', 'mixup_step',
            'cost_matrix', 'cost_sensitive_loss', 'plain_step', 'ConfigMismatch', 'save_checkpoint', 'config_diff',
            'load_checkpoint', 'snapshot_steps', 'cache_features', 'finetune', 'check_run_parameters', 'executed_cells',
@@ -34,7 +34,7 @@ S_SCALES = ('raw', 'max_abs')
 LEAKS = ('leak_oracle_partners', 'leak_test_checkpoint')
 
 # Fields added after runs were stored: left out of `to_dict` (and the hash) at their default, so older runs keep their hash
-_LATER_FIELDS = dict(method='selmix', s_scale='raw', ht_norm='group')
+_LATER_FIELDS = dict(method='selmix', s_scale='raw', ht_norm='group', released_floor=False)
 
 @dataclass
 class FinetuneConfig:
@@ -66,6 +66,7 @@ class FinetuneConfig:
     gain_formula:str='exact' # 'exact' or 'official' (see `selmix.gain.gain_matrix`)
     gain_confusion:str='hard' # confusion matrix behind D = dψ/dC̃: 'hard' (argmax counts) or 'soft' (mean softmax)
     coverage_norm:bool=True # coverage-constrained objectives: divide dψ/dC̃ by (max λ + 1), as the released code does
+    released_floor:bool=False # the released code's P: 1e-8 added to every pair before renormalising (1e-10 for mean recall)
     ht_norm:str='group' # h_mean_min_ht_coverage with coverage_norm: λ = max(λ_h, λ_t) ('group'), or max(λ_h/|head|, λ_t/|tail|) ('per_class', the released code's)
     omega:float=40.0 # min-type recall multipliers λ_i ∝ exp(-ω r_i)
     beta:float=0.0 # multiplier memory: λ_i ∝ λ_i^β exp(-ω r_i)
@@ -146,7 +147,7 @@ def arm_of(method:str='selmix', policy:str='selmix')->str:
 _PAPER = dict(gain_formula='exact', gain_confusion='hard', coverage_norm=True, momentum=0., freeze_bn_affine=True,
               bias_decay=False, beta=0., frozen=False, leak_oracle_partners=False, leak_test_checkpoint=False)
 PROTOCOL_SETTINGS = {'paper': _PAPER,
-                     'released': dict(_PAPER, gain_formula='official', omega=50., ht_norm='per_class', leak_oracle_partners=True,
+                     'released': dict(_PAPER, gain_formula='official', omega=50., ht_norm='per_class', released_floor=True, leak_oracle_partners=True,
                                       leak_test_checkpoint=True)}
 
 def finetune_config(dataset:str, # a benchmark name (`PRESETS`); others get the CIFAR-10 column of Table G.1
@@ -159,6 +160,10 @@ def finetune_config(dataset:str, # a benchmark name (`PRESETS`); others get the 
     if bad: raise ValueError(f"unknown FinetuneConfig field(s) {sorted(bad)}; valid: {sorted(set(FinetuneConfig.__dataclass_fields__) - {'protocol'})}")
     tuned = TUNED.get(dataset, {}).get(arm_of(overrides.get('method', 'selmix'), overrides.get('policy', 'selmix')), {})
     return FinetuneConfig(**{**PRESETS.get(dataset, _SSL), **tuned, **PROTOCOL_SETTINGS[protocol], 'protocol': protocol, **overrides})
+
+def p_floor(cfg:FinetuneConfig)->float:
+    "Probability added to every pair of the SelMix P before renormalising: 0, or the released code's (1e-10 for mean recall, else 1e-8)."
+    return 0. if not cfg.released_floor else 1e-10 if cfg.objective == 'mean_recall' else 1e-8
 
 # %% ../nbs/10_finetune.ipynb #47ab438e
 class ClassIndex:
@@ -272,7 +277,7 @@ def refresh(model, bench, obj, cfg:FinetuneConfig, device, cache=None, step:int=
     partner_y = pseudo if pseudo is not None else bench.labeled.y
     counts = None if hard is None else torch.bincount(partner_y[hard], minlength=K)
     P = pair_distribution(cfg.policy if mixup else 'uniform', scaled_gains(G, cfg.s_scale), cfg.s, K,
-                          can_anchor=n_lab > 0, forgetting=forgetting, partner_counts=counts)
+                          can_anchor=n_lab > 0, forgetting=forgetting, partner_counts=counts, floor=p_floor(cfg))
     return dict(C=C, G=G, P=P, pseudo=pseudo, hard=hard, cost=cost)
 
 # %% ../nbs/10_finetune.ipynb #3906568e

@@ -20,7 +20,7 @@ __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'S
            'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
-           'coverage_met', 'run_arm', 'select_tuned', 'pretrain_history']
+           'coverage_met', 'run_arm', 'select_tuned', 'pretrain_history', 'collect_evidence']
 
 # %% ../nbs/12_results.ipynb #6812b0ad
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
@@ -642,3 +642,23 @@ def pretrain_history(finals:dict, # seed -> path of a `final.pt` written by `sel
         best = h.step[h.val_mean_recall.idxmax()] if ck['config'].get('select', 'best') == 'best' else h.step.max()
         rows.append(h[['step', 'val_mean_recall', 'val_min_recall', 'loss']].assign(seed=seed, selected=h.step == best, seconds=ck['seconds']))
     return pd.concat(rows, ignore_index=True)[['seed', 'step', 'val_mean_recall', 'val_min_recall', 'loss', 'selected', 'seconds']]
+
+# %% ../nbs/12_results.ipynb #75e5f052
+def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>/ and the tuning folders under it
+                     out_dir, # where the three CSV files go (e.g. data/results)
+                     dataset:str='fmnist_lt', seeds=range(10), # the pre-trainings whose curves are kept
+                     evidence:str='fmnist_evidence', tuning=('fmnist_tuning', 'fmnist_tuning_s'), # sweep names
+                    )->dict: # file name -> rows written
+    "Write `<dataset>_runs.csv`, `<dataset>_tuning.csv` and `<dataset>_pretrain.csv` from the sweep folders and the pre-training cache."
+    from selmix.data import load_benchmark
+    from selmix.pretrain import checkpoint_dir, pretrain_config
+    runs_dir, out_dir, short = Path(runs_dir), Path(out_dir), dataset.split('_')[0]
+    written = {}
+    for name, folders in ((f'{short}_runs.csv', [evidence]), (f'{short}_tuning.csv', list(tuning))):
+        parts = [load_runs(runs_dir/f) for f in folders if (runs_dir/f).is_dir()]
+        parts = [p for p in parts if len(p)]
+        if parts: written[name] = len(export_runs(pd.concat(parts, ignore_index=True), out_dir/name).read_text().splitlines()) - 1
+    finals = {s: f for s in seeds if (f := checkpoint_dir(load_benchmark(dataset, seed=s), pretrain_config(dataset, seed=s))/'final.pt').exists()}
+    if finals:
+        pretrain_history(finals).to_csv(out_dir/f'{short}_pretrain.csv', index=False); written[f'{short}_pretrain.csv'] = len(finals)
+    return written
