@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 OBJECTIVE ?= min_recall
 OUT ?= runs/mnist_lt_$(OBJECTIVE)
 
-.PHONY: run test venv bench clean-nbs notebooks data
+.PHONY: run test venv bench clean-nbs notebooks data evidence
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,15 @@ run: venv
 data: venv
 	test -d /usr/share/datasets/fashion-mnist || (command -v apt-get >/dev/null && (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist))) || true
 	$(PY) -c "from selmix.data import fashion_arrays; a = fashion_arrays(download=True); print('fmnist_lt data ready:', [x.shape for x in a])"
+
+# The Fashion-MNIST-LT evidence, resumable, a chunk at a time (hours on a CPU): the tuning grids first, then CHUNK more
+# runs of the evidence grid; the committed rows are rewritten after each chunk (commit data/results/fmnist_*.csv)
+CHUNK ?= 20
+evidence: data
+	$(PY) -m selmix.sweep fmnist_tuning && $(PY) -m selmix.sweep fmnist_tuning_s
+	$(PY) -c "from selmix.finetune import TUNED; from selmix.sweep import TUNE_ARMS; t = TUNED.get('fmnist_lt', {}); assert set(t) >= set(TUNE_ARMS) and 's' in t['selmix'], 'set selmix.finetune.TUNED from the tuning rows first (nbs/evidence.ipynb shows the choice)'"
+	$(PY) -m selmix.sweep fmnist_evidence --limit $(CHUNK)
+	$(PY) -c "from selmix.results import collect_evidence; print(collect_evidence('runs', 'data/results'))"
 
 test: venv
 	$(PY) tests/run_all.py

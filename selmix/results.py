@@ -613,9 +613,9 @@ def coverage_met(runs:pd.DataFrame, # from load_runs (or `read_runs_csv`), one d
 
 # %% ../nbs/12_results.ipynb #9bd5051d
 def run_arm(method, policy)->str:
-    "The tuning arm of a run: 'uniform' (plain mixup), a baseline method, or 'selmix' (pairs drawn from the gains)."
-    method = 'selmix' if not isinstance(method, str) else method
-    return 'uniform' if method == 'selmix' and policy == 'uniform' else method
+    "The tuning arm of a run's row (`selmix.finetune.arm_of`; a row without `method` predates the baselines: SelMix)."
+    from selmix.finetune import arm_of
+    return arm_of(method if isinstance(method, str) else 'selmix', policy)
 
 def select_tuned(runs:pd.DataFrame, # the tuning runs (from load_runs or read_runs_csv)
                  metric:str='val_min_recall', # the validation column to maximise
@@ -647,14 +647,14 @@ def pretrain_history(finals:dict, # seed -> path of a `final.pt` written by `sel
 def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>/ and the tuning folders under it
                      out_dir, # where the three CSV files go (e.g. data/results)
                      dataset:str='fmnist_lt', seeds=range(10), # the pre-trainings whose curves are kept
-                     evidence:str='fmnist_evidence', tuning=('fmnist_tuning', 'fmnist_tuning_s'), # sweep names
+                     evidence=('fmnist_evidence', 'fmnist_reference'), tuning=('fmnist_tuning', 'fmnist_tuning_s'), # sweep names
                     )->dict: # file name -> rows written
     "Write `<dataset>_runs.csv`, `<dataset>_tuning.csv` and `<dataset>_pretrain.csv` from the sweep folders and the pre-training cache."
     from selmix.data import load_benchmark
     from selmix.pretrain import checkpoint_dir, pretrain_config
     runs_dir, out_dir, short = Path(runs_dir), Path(out_dir), dataset.split('_')[0]
     written = {}
-    for name, folders in ((f'{short}_runs.csv', [evidence]), (f'{short}_tuning.csv', list(tuning))):
+    for name, folders in ((f'{short}_runs.csv', list(evidence)), (f'{short}_tuning.csv', list(tuning))):
         parts = [load_runs(runs_dir/f) for f in folders if (runs_dir/f).is_dir()]
         parts = [p for p in parts if len(p)]
         if parts: written[name] = len(export_runs(pd.concat(parts, ignore_index=True), out_dir/name).read_text().splitlines()) - 1

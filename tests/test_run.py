@@ -125,3 +125,38 @@ def test_out_dir_that_is_a_file_or_holds_a_damaged_config_is_named(tmp_path):
     run = tmp_path/'run'; run.mkdir(); (run/'config.json').write_text('{"dataset": "mnist_lt", trunc')
     err = _fails(tmp_path, '-p', 'out_dir', str(run))
     assert str(run/'config.json') in err and 'damaged' in err
+
+def _image_tree(top, per_split=dict(train=12, val=6, test=6), classes=('ant', 'bee', 'cat'), size=12):
+    "A tiny ImageFolder tree of grey PNGs whose brightness depends on the class (so a model can learn something)."
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in per_split.items():
+        for k, c in enumerate(classes):
+            (top/split/c).mkdir(parents=True)
+            for i in range(n):
+                a = np.clip(rng.normal(60 + 70*k, 20, (size, size)), 0, 255).astype(np.uint8)
+                Image.fromarray(a, 'L').save(top/split/c/f'{i}.png')
+    return top
+
+def test_your_model_on_your_folder(tmp_path):
+    "Issue 21's done-when: a model file the test writes, fine-tuned on an image folder the test writes."
+    tree = _image_tree(tmp_path/'images')
+    model = get_model('small_cnn', 3, in_channels=1)
+    torch.save(dict(model=model.state_dict(), arch='small_cnn', num_classes=3, in_channels=1), tmp_path/'mine.pt')
+    out = tmp_path/'run'
+    pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), kernel_name='python3', cwd=str(REPO), progress_bar=False,
+                        parameters=dict(dataset=f'folder:{tree}', checkpoint=str(tmp_path/'mine.pt'), finetune_steps=6,
+                                        objective='min_recall', out_dir=str(out)))
+    m = json.loads((out/'metrics.json').read_text())
+    c = m['config']
+    assert c['checkpoint'] == str((tmp_path/'mine.pt').resolve()) and c['pretrain_hash'].startswith('file:')
+    assert c['setting'] == 'supervised (Alg. 2)' and c['dataset'] == f'folder:{tree}' and m['history'][-1]['step'] == 6
+    # the pre-trained numbers are the given model's, recomputed here with sklearn on the test folder
+    from selmix.data import load_benchmark
+    bench = load_benchmark(f'folder:{tree}')
+    yp = predict(model.eval(), bench.test, bench.prepare, 'cpu').argmax(1).numpy()
+    np.testing.assert_allclose(m['pretrained']['recalls'], recall_score(bench.test.y.numpy(), yp, average=None, labels=range(3)), atol=1e-12)
+    # a model of another number of classes is refused, naming both
+    torch.save(dict(model=get_model('small_cnn', 5, in_channels=1).state_dict(), arch='small_cnn'), tmp_path/'five.pt')
+    err = _fails(tmp_path, '-p', 'dataset', f'folder:{tree}', '-p', 'checkpoint', str(tmp_path/'five.pt'), '-p', 'out_dir', str(tmp_path/'r5'))
+    assert 'classifies 5 classes; expected 3' in err
