@@ -647,7 +647,7 @@ def pretrain_history(finals:dict, # seed -> path of a `final.pt` written by `sel
 def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>/ and the tuning folders under it
                      out_dir, # where the three CSV files go (e.g. data/results)
                      dataset:str='fmnist_lt', seeds=range(10), # the pre-trainings whose curves are kept
-                     evidence=('fmnist_evidence', 'fmnist_reference'), tuning=('fmnist_tuning', 'fmnist_tuning_s'), # sweep names
+                     evidence=('fmnist_evidence', 'fmnist_reference'), tuning=('fmnist_tuning', 'fmnist_tuning_s', 'fmnist_pretrain_length'), # sweep names
                     )->dict: # file name -> rows written
     "Write `<dataset>_runs.csv`, `<dataset>_tuning.csv` and `<dataset>_pretrain.csv` from the sweep folders and the pre-training cache."
     from selmix.data import load_benchmark

@@ -103,6 +103,8 @@ def _fmnist_evidence(seeds):   # one seed's runs after another: a stopped sweep 
 
 GRIDS = dict(
     fmnist_tuning=_fmnist_tuning(), fmnist_tuning_s=_fmnist_tuning_s(), fmnist_evidence=_fmnist_evidence(FMNIST_SEEDS),
+    # the pre-training length on validation (seed 0; 12000 steps is twice the CPU budget, run to see what it would buy)
+    fmnist_pretrain_length=[_FM | dict(method='plugin', objective='mean_recall', seed=0, pretrain_steps=[3000, 6000, 12000])],
     # the reference: the same backbone trained supervised on balanced data (every training image labeled); no fine-tuning
     fmnist_reference=[dict(dataset='fmnist_balanced', method='plugin', objective='mean_recall', seed=[0, 1, 2])],
     paper_table2=[_sel(dataset='cifar10_lt', objective=_T2_C10), _sel(dataset='cifar100_lt', objective=_T2_C100)],
