@@ -6,8 +6,8 @@
 __all__ = ['METHODS', 'MIX_LOSSES', 'PRESETS', 'LAM_SCHEDULES', 'PretrainConfig', 'pretrain_config', 'arch_of', 'config_hash',
            'checkpoint_dir', 'log_prior', 'supervised_loss', 'fixmatch_loss', 'cosine_factor', 'EMA', 'evaluate',
            'dist_context', 'ConstantLam', 'UniformLam', 'SineLam', 'TanhLam', 'lam_schedule', 'regmixup_loss',
-           'train_loss', 'device_settings', 'pretrain', 'load_pretrained', 'pretrained_model', 'main',
-           'released_wrn_key', 'starting_model', 'fit_classifier']
+           'augment_uint8', 'DeviceNormalise', 'train_loss', 'device_settings', 'pretrain', 'load_pretrained',
+           'pretrained_model', 'main', 'released_wrn_key', 'starting_model', 'fit_classifier']
 
 # %% ../nbs/06_pretrain.ipynb #a3811865
 import os, json, math, copy, time, random, hashlib, platform, warnings, contextlib
@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
-from .data import long_tailed_counts, BENCHMARKS, DATASETS
+from .data import long_tailed_counts, BENCHMARKS, DATASETS, random_translate, cutout
 from .core import (seed_everything, resolve_device, atomic_save, data_root, locked, read_checkpoint, DamagedFile,
                          to_device, rng_state, set_rng_state, versions)
 from .models import get_model, default_arch, predict
@@ -201,9 +201,11 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model:nn.Module, step:int):
-        d = self.rate(step)
-        for e, p in zip(self.module.parameters(), model.parameters()): e.mul_(d).add_(p.detach(), alpha=1 - d)
-        for e, b in zip(self.module.buffers(), model.buffers()): e.copy_(b)
+        "e ← d·e + (1−d)·p for every parameter at once (`_foreach_mul_`, `_foreach_add_`); buffers copied."
+        d, average = self.rate(step), list(self.module.parameters())
+        torch._foreach_mul_(average, d)
+        torch._foreach_add_(average, [p.detach() for p in model.parameters()], alpha=1 - d)
+        torch._foreach_copy_(list(self.module.buffers()), list(model.buffers()))
 
 # %% ../nbs/06_pretrain.ipynb #b5bb7e91
 def evaluate(model:nn.Module, # a classifier with `features`/`head`
@@ -322,15 +324,42 @@ def regmixup_loss(logits_clean:Tensor, # B×K logits of the clean samples
     mix = lam * F.cross_entropy(logits_mix, y_a, reduction='none') + (1 - lam) * F.cross_entropy(logits_mix, y_b, reduction='none')
     return clean + weight * mix.mean()
 
+# %% ../nbs/06_pretrain.ipynb #682465f7
+def augment_uint8(view, # a `selmix.data.Augment` (e.g. `bench.weak`, `bench.strong`)
+                  x:Tensor, # uint8 batch N×C×H×W
+                 )->Tensor: # the augmented uint8 batch, not normalised
+    "The random operations of `view(x)`, with the same draws in the same order, without the normalisation."
+    if x.dtype != torch.uint8: raise ValueError(f"augmentations take uint8 image batches, got {x.dtype}")
+    if view.weak: x = random_translate(x, max(1, round(view.pad_frac * x.shape[-1])), view.flip)
+    if view.strong: x = cutout(view._randaugment(x), view.cutout_frac)
+    return x
+
+# %% ../nbs/06_pretrain.ipynb #9cce7f9e
+class DeviceNormalise:
+    "(x/255 − mean)/std with the benchmark's per-channel mean and std held on the device: no host copy per batch."
+    def __init__(self, view, # any `Augment` of the benchmark (they share its mean and std)
+                 device='cpu'):
+        self.mean, self.std = view.mean.to(device), view.std.to(device)
+    def __call__(self, x:Tensor, # uint8 batch on the device
+                )->Tensor: # float32, normalised
+        return (x.float() / 255 - self.mean) / self.std
+
 # %% ../nbs/06_pretrain.ipynb #e8fa0317
 def _draw(split, n:int, g:torch.Generator)->tuple:
     "n random images (uint8) of a split, with their labels (None for unlabeled)."
     idx = torch.randint(len(split), (n,), generator=g)
     return split.images(idx), (split.y[idx] if split.y is not None else None)
 
+def _ship(x:Tensor, device, normalise:DeviceNormalise)->Tensor:
+    "An augmented uint8 batch, copied as uint8 (pinned, non-blocking on CUDA) and normalised on the device."
+    return normalise(to_device(x, device))
+
 def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, log_pi:torch.Tensor,
-               device:torch.device, world:int=1, step:int=0)->tuple: # (loss, stats dict)
-    "One step's loss for `cfg.method`: sample → augment (CPU) → copy (pinned, non-blocking on CUDA) → forward → loss."
+               device:torch.device, world:int=1, step:int=0,
+               normalise:DeviceNormalise|None=None, # None → `DeviceNormalise(bench.weak, device)`
+              )->tuple: # (loss, stats: 0-dim tensors on the device, and λ for mixup)
+    "One step's loss for `cfg.method`: sample → augment (uint8, CPU) → copy (uint8) → normalise (device) → forward → loss."
+    norm = normalise or DeviceNormalise(bench.weak, device)
     b = max(1, cfg.batch_size//world)
     xl, yl = _draw(bench.labeled, b, g)
     yl = to_device(yl, device)
@@ -338,7 +367,7 @@ def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, lo
         sch = cfg.schedule()
         if sch is None: lam = float(np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha))
         else: lam = float(sch.sample(min(step, cfg.steps - 1), cfg.steps, 1, g))
-        x = to_device(bench.weak(xl), device)
+        x = _ship(augment_uint8(bench.weak, xl), device, norm)
         perm = to_device(torch.randperm(b, generator=g), device)
         if cfg.mix_loss == 'regmixup':   # clean and mixed batch in one forward pass, so BatchNorm sees both
             logits_clean, logits = model(torch.cat([x, lam*x + (1 - lam)*x[perm]])).split(b)
@@ -346,18 +375,22 @@ def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, lo
         else:
             logits = model(lam*x + (1 - lam)*x[perm])
             loss = lam*F.cross_entropy(logits, yl) + (1 - lam)*F.cross_entropy(logits, yl[perm])
-        return loss, dict(loss=loss.item(), lam=lam)
+        return loss, dict(loss=loss.detach(), lam=lam)
     if not cfg.semi_supervised:
-        logits = model(to_device(bench.weak(xl), device))
+        logits = model(_ship(augment_uint8(bench.weak, xl), device, norm))
         loss = supervised_loss(logits, yl, log_pi if cfg.logit_adjusted else None, cfg.tau)
-        return loss, dict(loss=loss.item())
+        return loss, dict(loss=loss.detach())
     xu, _ = _draw(bench.unlabeled, cfg.mu*b, g)
-    x = to_device(torch.cat([bench.weak(xl), bench.weak(xu), bench.strong(xu)]), device)
-    logits_l, logits_w, logits_s = model(x).split([b, cfg.mu*b, cfg.mu*b])
+    x8 = torch.cat([augment_uint8(bench.weak, xl), augment_uint8(bench.weak, xu), augment_uint8(bench.strong, xu)])
+    logits_l, logits_w, logits_s = model(_ship(x8, device, norm)).split([b, cfg.mu*b, cfg.mu*b])
     loss_x = supervised_loss(logits_l, yl, log_pi if cfg.logit_adjusted else None, cfg.tau)
     loss_u, kept = fixmatch_loss(logits_w, logits_s, cfg.threshold)
     loss = loss_x + cfg.lambda_u*loss_u
-    return loss, dict(loss=loss.item(), loss_x=loss_x.item(), loss_u=loss_u.item(), kept=kept.item())
+    return loss, dict(loss=loss.detach(), loss_x=loss_x.detach(), loss_u=loss_u.detach(), kept=kept)
+
+def _read(stats:dict)->dict:
+    "The step's statistics as Python floats (this waits for the device): for the history and the progress bar."
+    return {k: float(v) for k, v in stats.items()}
 
 # %% ../nbs/06_pretrain.ipynb #fef33a5f
 def _build(bench, cfg:PretrainConfig, device:torch.device):
@@ -419,7 +452,7 @@ def pretrain(bench, # a `selmix.data.Benchmark`
              device='auto', # 'auto', 'cpu', 'cuda', ... (under torchrun: each rank's local device)
              ckpt_dir=None, # None → `checkpoint_dir(bench, cfg)`
              progress:bool=True, # show a tqdm bar (rank 0 only)
-             on_step:Callable|None=None, # called as on_step(step, stats) after every step (logging, tests)
+             on_step:Callable|None=None, # on_step(step, stats) after every step; stats are 0-dim device tensors (float() reads one)
             )->nn.Module: # the selected EMA model, eval mode, on `device`
     "Pre-train (or resume pre-training) a classifier on `bench`; writes `last.pt` and `final.pt` in `ckpt_dir`."
     cfg = cfg or pretrain_config(bench.name)
@@ -434,7 +467,7 @@ def pretrain(bench, # a `selmix.data.Benchmark`
         if dev['channels_last']: model.to(memory_format=torch.channels_last); ema.module.to(memory_format=torch.channels_last)
         if world > 1: seed_everything(cfg.seed + 7919*rank)  # same init on every rank, different augmentations
         g = torch.Generator().manual_seed(cfg.seed*1000 + rank)
-        log_pi = log_prior(bench.labeled.y, bench.num_classes)
+        log_pi, norm = log_prior(bench.labeled.y, bench.num_classes).to(device), DeviceNormalise(bench.weak, device)
         state = dict(step=0, best=-1.0, best_model=None, history=[], stale=0, stopped=False, seconds=0.0)
         last = ckpt_dir/'last.pt'
         if last.exists():
@@ -449,7 +482,7 @@ def pretrain(bench, # a `selmix.data.Benchmark`
         while state['step'] < cfg.steps and not state['stopped']:
             net.train()
             with (torch.autocast(device.type, dtype=torch.float16) if amp else contextlib.nullcontext()):
-                loss, stats = train_loss(net, bench, cfg, g, log_pi, device, world, state['step'])
+                loss, stats = train_loss(net, bench, cfg, g, log_pi, device, world, state['step'], norm)
             opt.zero_grad(set_to_none=True)
             if scaler is None: loss.backward(); opt.step()
             else: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
@@ -459,15 +492,15 @@ def pretrain(bench, # a `selmix.data.Benchmark`
             step = state['step']
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 _sync_buffers(model, world); _sync_buffers(ema.module, world)
-                val = evaluate(ema.module, bench.val, bench, device)
-                state['history'].append(dict(step=step, **{k: v for k, v in stats.items()},
+                val, read = evaluate(ema.module, bench.val, bench, device), _read(stats)   # the only reads of the stats
+                state['history'].append(dict(step=step, **read,
                                              val_mean_recall=val['mean_recall'], val_min_recall=val['min_recall']))
                 if val['mean_recall'] > state['best']:
                     state.update(best=val['mean_recall'], stale=0,
                                  best_model={k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()})
                 else: state['stale'] += 1
                 if cfg.patience is not None and state['stale'] >= cfg.patience: state['stopped'] = True
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", val_mean=f"{val['mean_recall']:.3f}",
+                bar.set_postfix(loss=f"{read['loss']:.3f}", val_mean=f"{val['mean_recall']:.3f}",
                                 val_min=f"{val['min_recall']:.3f}")
             bar.update(1)
             state['seconds'] = time.time() - t0
