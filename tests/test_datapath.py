@@ -26,8 +26,8 @@ def digest(state:dict)->str:
     return h.hexdigest()[:16]
 
 
-def short_runs()->dict:
-    "24-step mnist_lt pre-trainings of three methods: digests of the EMA and raw weights, losses and history."
+def short_runs(**options)->dict:
+    "24-step mnist_lt pre-trainings of three methods: digests of the EMA and raw weights, losses and history (`options`: to `pretrain`)."
     torch.set_num_threads(1)
     bench = load_benchmark('mnist_lt', seed=0)
     out = {}
@@ -35,7 +35,7 @@ def short_runs()->dict:
         cfg = P.pretrain_config('mnist_lt', steps=24, batch_size=8, mu=2, eval_every=12, ckpt_every=12, **kw)
         with tempfile.TemporaryDirectory() as d:
             losses = []
-            m = P.pretrain(bench, cfg, 'cpu', Path(d), progress=False, on_step=lambda s, st: losses.append(float(st['loss'])))
+            m = P.pretrain(bench, cfg, 'cpu', Path(d), progress=False, on_step=lambda s, st: losses.append(float(st["loss"])), **options)
             last = torch.load(Path(d)/'last.pt', weights_only=False)
         out[name] = dict(ema=digest(m.state_dict()), model=digest(last['model']), losses=losses,
                          head_bias=[float(v) for v in m.state_dict()['head.bias']], history=last['state']['history'])
@@ -46,12 +46,14 @@ def short_runs()->dict:
 def bench(): return load_benchmark('mnist_lt', seed=0)
 
 
-def test_weights_bit_identical_to_the_recorded_first_implementation():
+@pytest.mark.parametrize('prefetch', [False, True])
+def test_weights_bit_identical_to_the_recorded_first_implementation(prefetch):
+    "On the CPU the loop, with or without drawing ahead in a background thread, trains the recorded weights."
     ref = json.loads(FIXTURE.read_text())
     meta = ref.pop('_meta')
     if (meta['torch'], meta['machine']) != (torch.__version__, platform.machine()):
         pytest.skip(f"recorded with torch {meta['torch']} on {meta['machine']}; float kernels may round differently here")
-    now = short_runs()
+    now = short_runs(prefetch=prefetch)
     for name in CASES:
         assert now[name]['losses'] == ref[name]['losses'], name            # every step's loss, exactly
         assert now[name]['history'] == ref[name]['history'], name
@@ -133,6 +135,34 @@ def test_no_item_in_the_step_and_stats_read_only_when_validating(bench, monkeypa
     hist = torch.load(tmp_path/'final.pt', weights_only=False)['history']
     assert [h['step'] for h in hist] == [3, 6] and all(type(h['loss']) is float for h in hist)
     assert hist[-1]['loss'] == logged[-1]
+
+
+class Crash(Exception): pass
+
+def test_prefetched_run_interrupted_and_resumed_equals_the_plain_run(bench, tmp_path):
+    "A checkpoint stores the random state from before the next batch's draws, not the producer's, so resuming is exact."
+    cfg = P.PretrainConfig(steps=8, batch_size=8, mu=2, eval_every=4, ckpt_every=3, threshold=0.2)
+    plain = P.pretrain(bench, cfg, 'cpu', tmp_path/'plain', progress=False, prefetch=False)
+    def crash(step, _):
+        if step == 5: raise Crash()
+    with pytest.raises(Crash): P.pretrain(bench, cfg, 'cpu', tmp_path/'cut', progress=False, prefetch=True, on_step=crash)
+    ran = []
+    resumed = P.pretrain(bench, cfg, 'cpu', tmp_path/'cut', progress=False, prefetch=True, on_step=lambda s, _: ran.append(s))
+    assert ran == [4, 5, 6, 7, 8]
+    for k, v in plain.state_dict().items(): assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_prefetcher_stops_drawing_when_closed_and_passes_errors_on(bench):
+    g = torch.Generator().manual_seed(0)
+    cfg = P.PretrainConfig(batch_size=8, mu=2)
+    ahead = P.Prefetcher(lambda s: P.draw_batch(bench, cfg, g, step=s), g, 0, 10**6)
+    ahead.next(); ahead.close()
+    state = g.get_state(); import time; time.sleep(0.2)
+    assert not ahead.thread.is_alive() and torch.equal(state, g.get_state())   # nothing drawn after close
+    def bad(step): raise RuntimeError('broken draw')
+    failing = P.Prefetcher(bad, g, 0, 3)
+    with pytest.raises(RuntimeError, match='broken draw'): failing.next()
+    failing.close()
 
 
 if __name__ == '__main__':
