@@ -217,6 +217,7 @@ def preset_workload(dataset:str, # a key of `DEVICE_SHAPES`
     "What the dataset's presets ask of a device: a pre-training step's images (B + 2μB), a fine-tuning step's (2B: anchors and partners)."
     p, f = pretrain_config(dataset), finetune_config(dataset)
     K, C, side = DEVICE_SHAPES[dataset]
+    side = BENCHMARKS[dataset].get('image_size', side)   # a benchmark that resizes its images says so
     unlabeled = p.mu*p.batch_size if p.semi_supervised else 0
     return dict(dataset=dataset, arch=default_arch(dataset, semi_supervised=p.semi_supervised), num_classes=K, channels=C,
                 side=side, labeled=p.batch_size, unlabeled=unlabeled, pretrain_steps=p.steps,
