@@ -6,11 +6,12 @@
 __all__ = ['METHODS', 'MIX_LOSSES', 'PRESETS', 'LAM_SCHEDULES', 'PretrainConfig', 'pretrain_config', 'arch_of', 'config_hash',
            'checkpoint_dir', 'log_prior', 'supervised_loss', 'fixmatch_loss', 'cosine_factor', 'EMA', 'evaluate',
            'dist_context', 'ConstantLam', 'UniformLam', 'SineLam', 'TanhLam', 'lam_schedule', 'regmixup_loss',
-           'train_loss', 'device_settings', 'pretrain', 'load_pretrained', 'pretrained_model', 'main',
-           'released_wrn_key', 'starting_model', 'fit_classifier']
+           'augment_uint8', 'DeviceNormalise', 'draw_batch', 'batch_loss', 'train_loss', 'Prefetcher',
+           'device_settings', 'pretrain', 'load_pretrained', 'pretrained_model', 'main', 'released_wrn_key',
+           'starting_model', 'fit_classifier']
 
 # %% ../nbs/06_pretrain.ipynb #a3811865
-import os, json, math, copy, time, random, hashlib, platform, warnings, contextlib
+import os, json, math, copy, time, random, hashlib, platform, warnings, contextlib, queue, threading
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
-from .data import long_tailed_counts, BENCHMARKS, DATASETS
+from .data import long_tailed_counts, BENCHMARKS, DATASETS, random_translate, cutout
 from .core import (seed_everything, resolve_device, atomic_save, data_root, locked, read_checkpoint, DamagedFile,
                          to_device, rng_state, set_rng_state, versions)
 from .models import get_model, default_arch, predict
@@ -201,9 +202,11 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model:nn.Module, step:int):
-        d = self.rate(step)
-        for e, p in zip(self.module.parameters(), model.parameters()): e.mul_(d).add_(p.detach(), alpha=1 - d)
-        for e, b in zip(self.module.buffers(), model.buffers()): e.copy_(b)
+        "e ← d·e + (1−d)·p for every parameter at once (`_foreach_mul_`, `_foreach_add_`); buffers copied."
+        d, average = self.rate(step), list(self.module.parameters())
+        torch._foreach_mul_(average, d)
+        torch._foreach_add_(average, [p.detach() for p in model.parameters()], alpha=1 - d)
+        torch._foreach_copy_(list(self.module.buffers()), list(model.buffers()))
 
 # %% ../nbs/06_pretrain.ipynb #b5bb7e91
 def evaluate(model:nn.Module, # a classifier with `features`/`head`
@@ -322,42 +325,84 @@ def regmixup_loss(logits_clean:Tensor, # B×K logits of the clean samples
     mix = lam * F.cross_entropy(logits_mix, y_a, reduction='none') + (1 - lam) * F.cross_entropy(logits_mix, y_b, reduction='none')
     return clean + weight * mix.mean()
 
+# %% ../nbs/06_pretrain.ipynb #682465f7
+def augment_uint8(view, # a `selmix.data.Augment` (e.g. `bench.weak`, `bench.strong`)
+                  x:Tensor, # uint8 batch N×C×H×W
+                 )->Tensor: # the augmented uint8 batch, not normalised
+    "The random operations of `view(x)`, with the same draws in the same order, without the normalisation."
+    if x.dtype != torch.uint8: raise ValueError(f"augmentations take uint8 image batches, got {x.dtype}")
+    if view.weak: x = random_translate(x, max(1, round(view.pad_frac * x.shape[-1])), view.flip)
+    if view.strong: x = cutout(view._randaugment(x), view.cutout_frac)
+    return x
+
+# %% ../nbs/06_pretrain.ipynb #9cce7f9e
+class DeviceNormalise:
+    "(x/255 − mean)/std with the benchmark's per-channel mean and std held on the device: no host copy per batch."
+    def __init__(self, view, # any `Augment` of the benchmark (they share its mean and std)
+                 device='cpu'):
+        self.mean, self.std = view.mean.to(device), view.std.to(device)
+    def __call__(self, x:Tensor, # uint8 batch on the device
+                )->Tensor: # float32, normalised
+        return (x.float() / 255 - self.mean) / self.std
+
 # %% ../nbs/06_pretrain.ipynb #e8fa0317
 def _draw(split, n:int, g:torch.Generator)->tuple:
     "n random images (uint8) of a split, with their labels (None for unlabeled)."
     idx = torch.randint(len(split), (n,), generator=g)
     return split.images(idx), (split.y[idx] if split.y is not None else None)
 
-def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, log_pi:torch.Tensor,
-               device:torch.device, world:int=1, step:int=0)->tuple: # (loss, stats dict)
-    "One step's loss for `cfg.method`: sample → augment (CPU) → copy (pinned, non-blocking on CUDA) → forward → loss."
+def draw_batch(bench, cfg:PretrainConfig, g:torch.Generator, world:int=1, step:int=0,
+              )->dict: # x: augmented uint8 images; y: labels; lam, perm: mixup only
+    "Every random draw of a step, in the loop's order: sample → (λ) → augmented uint8 views on the CPU → (permutation)."
     b = max(1, cfg.batch_size//world)
     xl, yl = _draw(bench.labeled, b, g)
-    yl = to_device(yl, device)
     if cfg.method == 'mixup':
         sch = cfg.schedule()
         if sch is None: lam = float(np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha))
         else: lam = float(sch.sample(min(step, cfg.steps - 1), cfg.steps, 1, g))
-        x = to_device(bench.weak(xl), device)
-        perm = to_device(torch.randperm(b, generator=g), device)
+        x = augment_uint8(bench.weak, xl)
+        return dict(x=x, y=yl, lam=lam, perm=torch.randperm(b, generator=g))
+    if not cfg.semi_supervised: return dict(x=augment_uint8(bench.weak, xl), y=yl)
+    xu, _ = _draw(bench.unlabeled, cfg.mu*b, g)
+    return dict(x=torch.cat([augment_uint8(bench.weak, xl), augment_uint8(bench.weak, xu), augment_uint8(bench.strong, xu)]), y=yl)
+
+# %% ../nbs/06_pretrain.ipynb #a6105d2e
+def batch_loss(model:nn.Module, batch:dict, cfg:PretrainConfig, log_pi:torch.Tensor, device:torch.device,
+               normalise:DeviceNormalise, # the benchmark's normalisation, on `device`
+              )->tuple: # (loss, stats: 0-dim tensors on the device, and λ for mixup)
+    "The loss of a drawn batch: copy (uint8, pinned and non-blocking on CUDA) → normalise (device) → forward → loss."
+    y, x = to_device(batch['y'], device), normalise(to_device(batch['x'], device))
+    b = len(y)
+    if cfg.method == 'mixup':
+        lam, perm = batch['lam'], to_device(batch['perm'], device)
         if cfg.mix_loss == 'regmixup':   # clean and mixed batch in one forward pass, so BatchNorm sees both
             logits_clean, logits = model(torch.cat([x, lam*x + (1 - lam)*x[perm]])).split(b)
-            loss = regmixup_loss(logits_clean, yl, logits, yl, yl[perm], lam)
+            loss = regmixup_loss(logits_clean, y, logits, y, y[perm], lam)
         else:
             logits = model(lam*x + (1 - lam)*x[perm])
-            loss = lam*F.cross_entropy(logits, yl) + (1 - lam)*F.cross_entropy(logits, yl[perm])
-        return loss, dict(loss=loss.item(), lam=lam)
+            loss = lam*F.cross_entropy(logits, y) + (1 - lam)*F.cross_entropy(logits, y[perm])
+        return loss, dict(loss=loss.detach(), lam=lam)
     if not cfg.semi_supervised:
-        logits = model(to_device(bench.weak(xl), device))
-        loss = supervised_loss(logits, yl, log_pi if cfg.logit_adjusted else None, cfg.tau)
-        return loss, dict(loss=loss.item())
-    xu, _ = _draw(bench.unlabeled, cfg.mu*b, g)
-    x = to_device(torch.cat([bench.weak(xl), bench.weak(xu), bench.strong(xu)]), device)
+        loss = supervised_loss(model(x), y, log_pi if cfg.logit_adjusted else None, cfg.tau)
+        return loss, dict(loss=loss.detach())
     logits_l, logits_w, logits_s = model(x).split([b, cfg.mu*b, cfg.mu*b])
-    loss_x = supervised_loss(logits_l, yl, log_pi if cfg.logit_adjusted else None, cfg.tau)
+    loss_x = supervised_loss(logits_l, y, log_pi if cfg.logit_adjusted else None, cfg.tau)
     loss_u, kept = fixmatch_loss(logits_w, logits_s, cfg.threshold)
     loss = loss_x + cfg.lambda_u*loss_u
-    return loss, dict(loss=loss.item(), loss_x=loss_x.item(), loss_u=loss_u.item(), kept=kept.item())
+    return loss, dict(loss=loss.detach(), loss_x=loss_x.detach(), loss_u=loss_u.detach(), kept=kept)
+
+def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, log_pi:torch.Tensor,
+               device:torch.device, world:int=1, step:int=0,
+               normalise:DeviceNormalise|None=None, # None → `DeviceNormalise(bench.weak, device)`
+               batch:dict|None=None, # this step's `draw_batch`, drawn ahead (a `Prefetcher`); None: drawn now
+              )->tuple: # (loss, stats: 0-dim tensors on the device, and λ for mixup)
+    "One step's loss for `cfg.method`: `draw_batch` (sample, augment as uint8 on the CPU), then `batch_loss` (copy, normalise, forward)."
+    if batch is None: batch = draw_batch(bench, cfg, g, world, step)
+    return batch_loss(model, batch, cfg, log_pi, device, normalise or DeviceNormalise(bench.weak, device))
+
+def _read(stats:dict)->dict:
+    "The step's statistics as Python floats (this waits for the device): for the history and the progress bar."
+    return {k: float(v) for k, v in stats.items()}
 
 # %% ../nbs/06_pretrain.ipynb #fef33a5f
 def _build(bench, cfg:PretrainConfig, device:torch.device):
@@ -372,12 +417,56 @@ def _build(bench, cfg:PretrainConfig, device:torch.device):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_factor(k, cfg.steps))
     return model, ema, opt, sched
 
+# %% ../nbs/06_pretrain.ipynb #e981642d
+class Prefetcher:
+    "`draw(step)` for steps start..stop-1 in a background thread, `depth` ahead; each batch carries the random state it started from."
+    def __init__(self, draw:Callable, # draw(step) -> batch (e.g. `draw_batch`)
+                 g:torch.Generator, # the batch sampler (its state, with the global ones, is recorded per batch)
+                 start:int, stop:int, # the steps to draw
+                 depth:int=2, # batches kept ready
+                ):
+        self.q, self.held, self.done = queue.Queue(maxsize=depth), None, threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(draw, g, start, stop), daemon=True)
+        self.thread.start()
+
+    def _put(self, item):
+        while not self.done.is_set():
+            try: return self.q.put(item, timeout=0.05)
+            except queue.Full: pass
+
+    def _run(self, draw, g, start, stop):
+        try:
+            for step in range(start, stop):
+                if self.done.is_set(): return
+                state = rng_state(g); self._put((state, draw(step)))
+            self._put((rng_state(g), None))                  # after the last batch: the state a final checkpoint stores
+        except BaseException as e: self._put((None, e))
+
+    def _peek(self):
+        if self.held is None: self.held = self.q.get()
+        if isinstance(self.held[1], BaseException): raise self.held[1]
+        return self.held
+
+    def next(self)->dict:
+        "The next step's batch."
+        batch, self.held = self._peek()[1], None
+        return batch
+
+    def rng_state(self)->dict:
+        "The random state before the next batch's draws: what a resumable checkpoint stores."
+        return self._peek()[0]
+
+    def close(self):
+        "Stop drawing (the thread must not consume random numbers after the loop ends)."
+        self.done.set()
+        self.thread.join()
+
 # %% ../nbs/06_pretrain.ipynb #37064846
-def _save_last(path:Path, model, ema, opt, sched, state:dict, g, rank:int, world:int, scaler=None):
-    "Resumable checkpoint; RNG states of every rank are gathered so each rank resumes its own stream."
-    rngs = [None]*world
-    if world > 1: dist.all_gather_object(rngs, rng_state(g))
-    else: rngs = [rng_state(g)]
+def _save_last(path:Path, model, ema, opt, sched, state:dict, g, rank:int, world:int, scaler=None, rng:dict|None=None):
+    "Resumable checkpoint; RNG states of every rank (`rng`, or the current ones) are gathered so each rank resumes its own stream."
+    rngs, rng = [None]*world, rng or rng_state(g)
+    if world > 1: dist.all_gather_object(rngs, rng)
+    else: rngs = [rng]
     if rank == 0:
         atomic_save(dict(model=model.state_dict(), ema=ema.module.state_dict(), opt=opt.state_dict(),
                          sched=sched.state_dict(), state=state, rng=rngs, world=world,
@@ -419,7 +508,8 @@ def pretrain(bench, # a `selmix.data.Benchmark`
              device='auto', # 'auto', 'cpu', 'cuda', ... (under torchrun: each rank's local device)
              ckpt_dir=None, # None → `checkpoint_dir(bench, cfg)`
              progress:bool=True, # show a tqdm bar (rank 0 only)
-             on_step:Callable|None=None, # called as on_step(step, stats) after every step (logging, tests)
+             on_step:Callable|None=None, # on_step(step, stats) after every step; stats are 0-dim device tensors (float() reads one)
+             prefetch:bool|None=None, # draw and augment the next batches in a background thread (`Prefetcher`); None: on CUDA only
             )->nn.Module: # the selected EMA model, eval mode, on `device`
     "Pre-train (or resume pre-training) a classifier on `bench`; writes `last.pt` and `final.pt` in `ckpt_dir`."
     cfg = cfg or pretrain_config(bench.name)
@@ -434,7 +524,7 @@ def pretrain(bench, # a `selmix.data.Benchmark`
         if dev['channels_last']: model.to(memory_format=torch.channels_last); ema.module.to(memory_format=torch.channels_last)
         if world > 1: seed_everything(cfg.seed + 7919*rank)  # same init on every rank, different augmentations
         g = torch.Generator().manual_seed(cfg.seed*1000 + rank)
-        log_pi = log_prior(bench.labeled.y, bench.num_classes)
+        log_pi, norm = log_prior(bench.labeled.y, bench.num_classes).to(device), DeviceNormalise(bench.weak, device)
         state = dict(step=0, best=-1.0, best_model=None, history=[], stale=0, stopped=False, seconds=0.0)
         last = ckpt_dir/'last.pt'
         if last.exists():
@@ -446,34 +536,41 @@ def pretrain(bench, # a `selmix.data.Benchmark`
         bar = tqdm(total=cfg.steps, initial=state['step'], disable=not progress or rank != 0,
                    desc=f"pretrain {cfg.method}", leave=False)
         t0 = time.time() - state['seconds']
-        while state['step'] < cfg.steps and not state['stopped']:
-            net.train()
-            with (torch.autocast(device.type, dtype=torch.float16) if amp else contextlib.nullcontext()):
-                loss, stats = train_loss(net, bench, cfg, g, log_pi, device, world, state['step'])
-            opt.zero_grad(set_to_none=True)
-            if scaler is None: loss.backward(); opt.step()
-            else: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-            sched.step()
-            ema.update(model, state['step'])
-            state['step'] += 1
-            step = state['step']
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                _sync_buffers(model, world); _sync_buffers(ema.module, world)
-                val = evaluate(ema.module, bench.val, bench, device)
-                state['history'].append(dict(step=step, **{k: v for k, v in stats.items()},
-                                             val_mean_recall=val['mean_recall'], val_min_recall=val['min_recall']))
-                if val['mean_recall'] > state['best']:
-                    state.update(best=val['mean_recall'], stale=0,
-                                 best_model={k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()})
-                else: state['stale'] += 1
-                if cfg.patience is not None and state['stale'] >= cfg.patience: state['stopped'] = True
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", val_mean=f"{val['mean_recall']:.3f}",
-                                val_min=f"{val['min_recall']:.3f}")
-            bar.update(1)
-            state['seconds'] = time.time() - t0
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or state['stopped']:
-                _save_last(last, model, ema, opt, sched, state, g, rank, world, scaler)
-            if on_step is not None: on_step(step, stats)
+        ahead = None
+        if (device.type == 'cuda' if prefetch is None else prefetch) and state['step'] < cfg.steps:
+            ahead = Prefetcher(lambda s: draw_batch(bench, cfg, g, world, s), g, state['step'], cfg.steps)
+        try:
+            while state['step'] < cfg.steps and not state['stopped']:
+                net.train()
+                with (torch.autocast(device.type, dtype=torch.float16) if amp else contextlib.nullcontext()):
+                    loss, stats = train_loss(net, bench, cfg, g, log_pi, device, world, state['step'], norm,
+                                             batch=ahead.next() if ahead else None)
+                opt.zero_grad(set_to_none=True)
+                if scaler is None: loss.backward(); opt.step()
+                else: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+                sched.step()
+                ema.update(model, state['step'])
+                state['step'] += 1
+                step = state['step']
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    _sync_buffers(model, world); _sync_buffers(ema.module, world)
+                    val, read = evaluate(ema.module, bench.val, bench, device), _read(stats)   # the only reads of the stats
+                    state['history'].append(dict(step=step, **read,
+                                                 val_mean_recall=val['mean_recall'], val_min_recall=val['min_recall']))
+                    if val['mean_recall'] > state['best']:
+                        state.update(best=val['mean_recall'], stale=0,
+                                     best_model={k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()})
+                    else: state['stale'] += 1
+                    if cfg.patience is not None and state['stale'] >= cfg.patience: state['stopped'] = True
+                    bar.set_postfix(loss=f"{read['loss']:.3f}", val_mean=f"{val['mean_recall']:.3f}",
+                                    val_min=f"{val['min_recall']:.3f}")
+                bar.update(1)
+                state['seconds'] = time.time() - t0
+                if step % cfg.ckpt_every == 0 or step == cfg.steps or state['stopped']:
+                    _save_last(last, model, ema, opt, sched, state, g, rank, world, scaler, ahead.rng_state() if ahead else None)
+                if on_step is not None: on_step(step, stats)
+        finally:
+            if ahead: ahead.close()
         bar.close()
         _sync_buffers(ema.module, world)
         if cfg.select == 'best' and state['best_model'] is not None: ema.module.load_state_dict(state['best_model'])
