@@ -105,6 +105,8 @@ PRESETS = {
     **{f'fmnist_lt{v}': dict(steps=6000, batch_size=32, mu=3, lr=0.03, eval_every=250, ckpt_every=250)
        for v in ('', '_uniform_u', '_inverted_u')},
     'fmnist_lt_sup': _MISLAS | dict(steps=_epochs('fmnist_lt_sup', 10, 100, 128), eval_every=440, ckpt_every=440),
+    # the reference: the same backbone, cross-entropy on balanced data with every training image labeled
+    'fmnist_balanced': dict(method='ce', steps=6000, batch_size=64, lr=0.03, eval_every=250, ckpt_every=250),
 }
 
 def pretrain_config(dataset:str, # a benchmark name; datasets without a preset get the FixMatch recipe
