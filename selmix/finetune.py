@@ -340,7 +340,7 @@ def mixup_step(model, bench, # the model being fine-tuned and its `Benchmark`
     else: loss = F.cross_entropy(mixed, y)
     # 4. update
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-    return dict(i=i, j=j, a=a, b=b, b_lab=b_lab, from_labeled=fb, lam=lam, loss=loss.item())
+    return dict(i=i, j=j, a=a, b=b, b_lab=b_lab, from_labeled=fb, lam=lam, loss=loss.detach())   # a tensor: no host sync per step
 
 # %% ../nbs/10_finetune.ipynb #59e4d2a2
 def cost_matrix(D:torch.Tensor, # K×K gains ∂ψ/∂C of the linearised objective (`Objective.grad_confusion`)
@@ -371,7 +371,7 @@ def plain_step(model, bench, cfg:FinetuneConfig, gen:torch.Generator, opt, sched
     logits, y = model.head(f), bench.labeled.y[a].to(device)
     loss = cost_sensitive_loss(logits, y, cost) if cfg.method == 'cost_sensitive' else supervised_loss(logits, y, log_pi)
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-    return dict(a=a, loss=loss.item())
+    return dict(a=a, loss=loss.detach())
 
 # %% ../nbs/10_finetune.ipynb #155360df
 CKPT_NAME = 'finetune_ckpt.pt'
@@ -445,7 +445,7 @@ def finetune(model, # pre-trained classifier with .features and .head (nn.Linear
              out_dir, # checkpoints go here; an existing checkpoint of the same config is resumed
              device='auto', # 'auto', 'cpu', 'cuda', ...
              progress:bool=True, # tqdm progress bar
-             callback=None, # called as callback(step, loss) after every step (e.g. to stop early)
+             callback=None, # called as callback(step, loss) after every step (loss a 0-dim tensor on the device: `float` it only when logging)
             )->tuple: # (model, history: one dict per refresh)
     "SelMix fine-tuning (Alg. 1/2): refresh → sample pairs → mix features → SGD step, checkpointed at every refresh (or a baseline `cfg.method`)."
     device = resolve_device(device)

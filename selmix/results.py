@@ -627,7 +627,8 @@ def select_tuned(runs:pd.DataFrame, # the tuning runs (from load_runs or read_ru
     for a, g in f.groupby('arm', sort=False):
         t = g.groupby(list(keys))[metric].mean().reset_index()
         t = t.sort_values([metric] + list(keys[::-1]), ascending=[False] + [True]*len(keys)).iloc[0]
-        out[a] = {k: t[k].item() if hasattr(t[k], 'item') else t[k] for k in keys} | {metric: float(t[metric]), 'points': len(g)}
+        val = lambda v: int(v) if isinstance(v, float) and v.is_integer() else v   # steps read back from CSV are floats
+        out[a] = {k: val(t[k].item() if hasattr(t[k], 'item') else t[k]) for k in keys} | {metric: float(t[metric]), 'points': len(g)}
     return out
 
 # %% ../nbs/12_results.ipynb #a9f16200
