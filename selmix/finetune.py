@@ -138,7 +138,8 @@ EMBEDDED = {'mnist_lt': dict(_SSL, steps=200, refresh_every=20, lr=3e-3),
             'fmnist_lt_sup': dict(_SUP, steps=1000, refresh_every=50, lr=3e-3)}
 PRESETS = PAPER_TABLE | EMBEDDED
 # What the tuning grids of `selmix.sweep` chose on validation, per benchmark and arm (see `arm_of`); checked against their rows
-TUNED = {'fmnist_lt': {'selmix': dict(lr=1e-3, steps=1500), 'uniform': dict(lr=3e-3, steps=500)}}
+TUNED = {'fmnist_lt': {'selmix': dict(lr=1e-3, steps=1500, s=30., s_scale='max_abs'), 'uniform': dict(lr=3e-3, steps=500),
+                       'cost_sensitive': dict(lr=1e-2, steps=1500), 'logit_adjusted': dict(lr=1e-2, steps=1500)}}
 
 def arm_of(method:str='selmix', policy:str='selmix')->str:
     "The arm a run belongs to for tuning: 'uniform' (plain mixup), a baseline method, or 'selmix' (gain-based pairs: selmix, greedy, ...)."
