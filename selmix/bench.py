@@ -20,7 +20,7 @@ from .finetune import FinetuneConfig, finetune, finetune_config
 
 # %% auto #0
 __all__ = ['PAPER_TABLE_L1', 'PAPER_HARDWARE', 'DEVICE_SHAPES', 'TASKS', 'gain_matrix_k4', 'best_time', 'bench_gain',
-           'format_gain_table', 'step_cost', 'benchmark_step_cost', 'bench_finetune', 'reproducibility',
+           'device_label', 'format_gain_table', 'step_cost', 'benchmark_step_cost', 'bench_finetune', 'reproducibility',
            'preset_workload', 'projected_hours', 'data_path_rate', 'train_step_rate', 'bench_device',
            'format_device_table', 'run_task', 'main']
 
@@ -96,12 +96,16 @@ def bench_gain(sizes=(10, 100, 1000), # numbers of classes K to time
     return rows
 
 # %% ../nbs/13_bench.ipynb #fc3dd942
+def device_label(device, cpu_suffix:str='')->str:
+    "The GPU's name, or the CPU's followed by `cpu_suffix` (e.g. its thread count)."
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{platform.processor() or platform.machine()}{cpu_suffix}'
+
 def format_gain_table(rows, device='cpu')->str:
     "The rows of `bench_gain` as a plain-text table with speed-up ratios."
     f = lambda t: '—' if t is None else f'{t:.2e}'
     x = lambda a, c: '—' if a is None or c is None else f'{a / c:,.0f}×'
-    where = (torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda'
-             else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads')
+    where = device_label(device, f', {torch.get_num_threads()} torch threads')
     lines = [f'gain_matrix timings (s, best of repeats) on {where}; paper: {PAPER_HARDWARE}',
              f"{'K':>6} {'d':>4} {'ours':>9} {'K^4 tensor':>10} {'autograd':>9} {'paper GPU':>9} "
              f"{'K^4/ours':>9} {'autograd/ours':>13} {'paper/ours':>10} {'max rel err':>11}"]
@@ -316,8 +320,7 @@ def bench_device(presets:tuple=tuple(DEVICE_SHAPES), # datasets to measure
 # %% ../nbs/13_bench.ipynb #34360ba8
 def format_device_table(rows, device, repeats:int, max_batch:int)->str:
     "The rows of `bench_device` as a plain-text table."
-    device = torch.device(device)
-    where = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)'
+    where = device_label(device, f' CPU, {torch.get_num_threads()} torch thread(s)')
     lines = [f'device throughput on {where}; best of {repeats}; model steps timed at <= {max_batch} images and scaled',
              f"{'preset':>12} {'arch':>9} {'data/wkr':>9} {'wkrs':>4} {'data':>9} {'model':>8} {'ratio':>7} "
              f"{'pre s/step':>10} {'ft s/step':>9} {'peak MB':>8} {'pre steps':>9} {'pre hours':>10} {'ft steps':>8} {'ft hours':>8}"]

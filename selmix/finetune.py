@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['HARD_SCORES', 'LOSSES', 'PROTOCOLS', 'FINETUNE_METHODS', 'S_SCALES', 'LEAKS', 'PAPER_TABLE', 'EMBEDDED', 'PRESETS',
-           'TUNED', 'PROTOCOL_SETTINGS', 'CKPT_NAME', 'ABLATION_FIELDS', 'RUN_OPTIONS', 'RUN_METHODS', 'OWN_DATA',
+           'TUNED', 'AGNOSTIC_ARMS', 'PROTOCOL_SETTINGS', 'CKPT_NAME', 'ABLATION_FIELDS', 'RUN_OPTIONS', 'RUN_METHODS',
            'FinetuneConfig', 'arm_of', 'finetune_config', 'p_floor', 'ClassIndex', 'class_means', 'gain_direction',
            'coverage_scale', 'has_unlabeled', 'scaled_gains', 'refresh', 'param_groups', 'make_optimizer', 'mixup_step',
            'cost_matrix', 'cost_sensitive_loss', 'plain_step', 'ConfigMismatch', 'save_checkpoint', 'config_diff',
@@ -140,6 +140,8 @@ PRESETS = PAPER_TABLE | EMBEDDED
 # What the tuning grids of `selmix.sweep` chose on validation, per benchmark and arm (see `arm_of`); checked against their rows
 TUNED = {'fmnist_lt': {'selmix': dict(lr=1e-3, steps=1500, s=30., s_scale='max_abs'), 'uniform': dict(lr=3e-3, steps=500),
                        'cost_sensitive': dict(lr=1e-2, steps=1500), 'logit_adjusted': dict(lr=1e-2, steps=1500)}}
+
+AGNOSTIC_ARMS = ('uniform', 'logit_adjusted')   # arms trained without the objective: one run serves every objective
 
 def arm_of(method:str='selmix', policy:str='selmix')->str:
     "The arm a run belongs to for tuning: 'uniform' (plain mixup), a baseline method, or 'selmix' (gain-based pairs: selmix, greedy, ...)."
@@ -502,21 +504,20 @@ def finetune(model, # pre-trained classifier with .features and .head (nn.Linear
 ABLATION_FIELDS = ('gain_formula', 'gain_confusion', 'coverage_norm', 'momentum', 'freeze_bn_affine', 'bias_decay',
                    'beta', 'omega', 'frozen') + LEAKS   # every choice where we, the paper and the released code may differ
 RUN_OPTIONS = ABLATION_FIELDS + ('lam_schedule', 'zeta', 'loss', 'eta', 'hard_score', 'forgetting_steps', 's_scale', 'lambda_max', 'tau')   # run.ipynb: None = preset
-RUN_METHODS = FINETUNE_METHODS + ('plugin',)
-OWN_DATA = ('folder:', 'npz:')   # run.ipynb's `dataset` for your own data (see `selmix.data.load_benchmark`)   # run.ipynb's `method`: a fine-tuning, or the post-hoc plug-in rule (`selmix.baselines`)
+RUN_METHODS = FINETUNE_METHODS + ('plugin',)   # run.ipynb's `method`: a fine-tuning, or the post-hoc plug-in rule (`selmix.baselines`)
 
 def _bad_int(v, lo=1): return v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v < 2**31)
 
 def check_run_parameters(p:dict, # run.ipynb's parameters by name
                         )->list: # one message per bad parameter (empty: all good)
     "Every problem with a set of `run.ipynb` parameters, each naming the parameter and the valid choices."
-    from selmix.data import DATASETS
+    from selmix.data import DATASETS, is_dataset
     from selmix.pretrain import METHODS
     p, bad = {'method': 'selmix'} | dict(p), []
     def one_of(k, valid, none_ok=False):
         if p.get(k) not in valid and not (none_ok and p.get(k) is None):
             bad.append(f"{k}={p.get(k)!r} (valid: {', '.join(map(str, valid))}{' or None' if none_ok else ''})")
-    if not (isinstance(p.get('dataset'), str) and p['dataset'].startswith(OWN_DATA)): one_of('dataset', DATASETS)
+    if not is_dataset(p.get('dataset')): bad.append(f"dataset={p.get('dataset')!r} (valid: {', '.join(DATASETS)}, 'folder:PATH' or 'npz:PATH')")
     for k in ('checkpoint', 'arch'):
         if p.get(k) is not None and not (isinstance(p[k], str) and p[k]): bad.append(f"{k}={p[k]!r} (must be a non-empty string or None)")
     if isinstance(p.get('checkpoint'), str) and p['checkpoint'] and not Path(p['checkpoint']).is_file(): bad.append(f"checkpoint={p['checkpoint']!r} (no such file)")

@@ -14,9 +14,9 @@ from scipy import stats
 
 # %% auto #0
 __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'SIZE_KEYS', 'PRETRAIN_KEYS', 'PAPER_CSV',
-           'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'ARMS', 'AGNOSTIC_ARMS', 'point_params',
-           'run_variant', 'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for',
-           'scale', 'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
+           'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'ARMS', 'point_params', 'run_variant',
+           'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for', 'scale',
+           'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
            'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
@@ -497,6 +497,15 @@ def sweep_timing(runs_dir, # a sweep's folder: each run holds the `run.ipynb` pa
     return dict(runs=len(spans), compute_min=sum((b - a).total_seconds() for a, b in spans)/60, wall_min=wall/60,
                 first=str(spans[0][0]), last=str(max(b for _, b in spans)))
 
+def _coverage_factor(cfg:dict, lam:list, K:int)->float:
+    "What fine-tuning divided D by (`selmix.finetune.coverage_scale` + 1) at coverage multipliers `lam`."
+    import torch
+    from selmix.metrics import get_objective
+    from selmix.finetune import coverage_scale
+    obj = get_objective(cfg['objective'], K)
+    obj.lam_cov = torch.tensor(lam, dtype=torch.float64)
+    return coverage_scale(obj, cfg.get('ht_norm', 'group')) + 1
+
 def gain_scales(runs_dir, # folder searched recursively for metrics.json
                )->pd.DataFrame: # one row per snapshot refresh of every SelMix run that kept G
     "Scale of the gain matrix G per run and snapshot: max|G|, max G, and for coverage objectives the factor (max λ + 1) that the released code's normalisation divided D by."
@@ -506,7 +515,7 @@ def gain_scales(runs_dir, # folder searched recursively for metrics.json
             if not isinstance(h, dict) or h.get('G') is None: continue
             G = np.asarray(h['G'], dtype=float)
             lam = (h.get('multipliers') or {}).get('lam_cov')
-            factor = max(lam) + 1 if lam is not None and cfg.get('coverage_norm', True) else 1.
+            factor = _coverage_factor(cfg, lam, len(G)) if lam is not None and cfg.get('coverage_norm', True) else 1.
             rows.append(dict(dataset=cfg.get('dataset'), objective=cfg.get('objective'), policy=cfg.get('policy'), s=cfg.get('s'),
                              s_scale=cfg.get('s_scale'), seed=cfg.get('seed'), run=run, variant=run_variant(run), step=h.get('step'),
                              max_abs_G=float(np.abs(G).max()), max_G=float(G.max()), norm_factor=float(factor),
@@ -535,13 +544,13 @@ ARMS = ('pretrained', 'plugin', 'selmix', 'greedy', 'uniform', 'cost_sensitive',
 _ARM_RUNS = dict(plugin=dict(method='plugin'), selmix=dict(method='selmix', policy='selmix'), greedy=dict(method='selmix', policy='greedy'),
                  uniform=dict(method='selmix', policy='uniform'), cost_sensitive=dict(method='cost_sensitive'),
                  logit_adjusted=dict(method='logit_adjusted'))
-AGNOSTIC_ARMS = ('uniform', 'logit_adjusted')   # trained without the objective: one run serves every objective
 
 def arm_rows(runs:pd.DataFrame, # from load_runs
              arm:str, # one of ARMS
              objective:str, # the objective the arm's model is for
             )->pd.DataFrame: # one row per seed (index), every metric column
     "The runs of one arm for one objective, one per seed (main settings only: no side variant)."
+    from selmix.finetune import AGNOSTIC_ARMS
     if arm == 'pretrained': r = pretrained_rows(runs)
     else:
         base = arm.split('∘')[-1]
@@ -579,8 +588,7 @@ def export_runs(runs:pd.DataFrame, # from load_runs
 def read_runs_csv(path)->pd.DataFrame:
     "Runs written by `export_runs`, back as `load_runs` gives them (without the per-class lists)."
     df = pd.read_csv(path)
-    for k in ('variant', 'plugin_objective'):
-        if k in df: df[k] = df[k].fillna('') if k == 'variant' else df[k]
+    if 'variant' in df: df['variant'] = df.variant.fillna('')   # CSV reads the main settings' '' as NaN
     return df
 
 def evidence_paired(runs:pd.DataFrame, # from load_runs, one dataset
@@ -658,7 +666,9 @@ def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>
     for name, folders in ((f'{short}_runs.csv', list(evidence)), (f'{short}_tuning.csv', list(tuning))):
         parts = [load_runs(runs_dir/f) for f in folders if (runs_dir/f).is_dir()]
         parts = [p for p in parts if len(p)]
-        if parts: written[name] = len(export_runs(pd.concat(parts, ignore_index=True), out_dir/name).read_text().splitlines()) - 1
+        if parts:
+            rows = pd.concat(parts, ignore_index=True)
+            export_runs(rows, out_dir/name); written[name] = len(rows)
     finals = {s: f for s in seeds if (f := checkpoint_dir(load_benchmark(dataset, seed=s), pretrain_config(dataset, seed=s))/'final.pt').exists()}
     if finals:
         pretrain_history(finals).to_csv(out_dir/f'{short}_pretrain.csv', index=False); written[f'{short}_pretrain.csv'] = len(finals)
