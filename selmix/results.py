@@ -20,7 +20,7 @@ __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'S
            'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
-           'coverage_met', 'run_arm', 'select_tuned', 'pretrain_history', 'collect_evidence']
+           'coverage_met', 'run_arm', 'select_tuned', 'pretrain_history', 'merge_rows', 'collect_evidence']
 
 # %% ../nbs/12_results.ipynb #6812b0ad
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
@@ -653,23 +653,31 @@ def pretrain_history(finals:dict, # seed -> path of a `final.pt` written by `sel
     return pd.concat(rows, ignore_index=True)[['seed', 'step', 'val_mean_recall', 'val_min_recall', 'loss', 'selected', 'seconds']]
 
 # %% ../nbs/12_results.ipynb #75e5f052
+def merge_rows(committed:pd.DataFrame, new:pd.DataFrame, key='run')->pd.DataFrame:
+    "`committed` rows whose `key` is not in `new`, then `new`: a fresh machine's runs add to what earlier sessions committed."
+    if committed is None or not len(committed): return new.reset_index(drop=True)
+    return pd.concat([committed[~committed[key].isin(set(new[key]))], new], ignore_index=True)
+
 def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>/ and the tuning folders under it
-                     out_dir, # where the three CSV files go (e.g. data/results)
+                     out_dir, # where the three CSV files go (e.g. data/results); rows already there are kept
                      dataset:str='fmnist_lt', seeds=range(10), # the pre-trainings whose curves are kept
                      evidence=('fmnist_evidence', 'fmnist_reference'), tuning=('fmnist_tuning', 'fmnist_tuning_s', 'fmnist_pretrain_length'), # sweep names
-                    )->dict: # file name -> rows written
-    "Write `<dataset>_runs.csv`, `<dataset>_tuning.csv` and `<dataset>_pretrain.csv` from the sweep folders and the pre-training cache."
+                    )->dict: # file name -> rows in the file
+    "Add to `<dataset>_runs.csv`, `<dataset>_tuning.csv` and `<dataset>_pretrain.csv` from the sweep folders and the pre-training cache."
     from selmix.data import load_benchmark
     from selmix.pretrain import checkpoint_dir, pretrain_config
     runs_dir, out_dir, short = Path(runs_dir), Path(out_dir), dataset.split('_')[0]
     written = {}
     for name, folders in ((f'{short}_runs.csv', list(evidence)), (f'{short}_tuning.csv', list(tuning))):
-        parts = [load_runs(runs_dir/f) for f in folders if (runs_dir/f).is_dir()]
-        parts = [p for p in parts if len(p)]
+        parts = [p for f in folders if (runs_dir/f).is_dir() and len(p := load_runs(runs_dir/f))]
         if parts:
-            rows = pd.concat(parts, ignore_index=True)
+            old = read_runs_csv(out_dir/name) if (out_dir/name).exists() else None
+            rows = merge_rows(old, pd.concat(parts, ignore_index=True))
             export_runs(rows, out_dir/name); written[name] = len(rows)
     finals = {s: f for s in seeds if (f := checkpoint_dir(load_benchmark(dataset, seed=s), pretrain_config(dataset, seed=s))/'final.pt').exists()}
     if finals:
-        pretrain_history(finals).to_csv(out_dir/f'{short}_pretrain.csv', index=False); written[f'{short}_pretrain.csv'] = len(finals)
+        p = out_dir/f'{short}_pretrain.csv'
+        rows = merge_rows(pd.read_csv(p) if p.exists() else None, pretrain_history(finals), key='seed')
+        rows.sort_values(['seed', 'step']).to_csv(p, index=False); written[p.name] = rows.seed.nunique()
     return written
+
