@@ -25,12 +25,12 @@ data: venv
 	$(PY) -c "from selmix.data import fashion_arrays; a = fashion_arrays(download=True); print('fmnist_lt data ready:', [x.shape for x in a])"
 
 # The Fashion-MNIST-LT evidence, resumable, a chunk at a time (hours on a CPU): the tuning grids first, then CHUNK more
-# runs of the evidence grid; the committed rows are rewritten after each chunk (commit data/results/fmnist_*.csv)
+# runs of the evidence grid; each chunk adds its rows to the committed ones, and runs already committed are skipped (commit data/results/fmnist_*.csv)
 CHUNK ?= 20
 evidence: data
-	$(PY) -m selmix.sweep fmnist_tuning && $(PY) -m selmix.sweep fmnist_tuning_s
+	$(PY) -m selmix.sweep fmnist_tuning --committed data/results/fmnist_tuning.csv && $(PY) -m selmix.sweep fmnist_tuning_s --committed data/results/fmnist_tuning.csv
 	$(PY) -c "from selmix.finetune import TUNED; from selmix.sweep import TUNE_ARMS; t = TUNED.get('fmnist_lt', {}); assert set(t) >= set(TUNE_ARMS) and 's' in t['selmix'], 'set selmix.finetune.TUNED from the tuning rows first (nbs/evidence.ipynb shows the choice)'"
-	$(PY) -m selmix.sweep fmnist_evidence --limit $(CHUNK)
+	$(PY) -m selmix.sweep fmnist_evidence --limit $(CHUNK) --committed data/results/fmnist_runs.csv
 	$(PY) -c "from selmix.results import collect_evidence; print(collect_evidence('runs', 'data/results'))"
 
 test: venv
@@ -43,7 +43,8 @@ clean-nbs: venv
 	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean
 
 # Execute every notebook in place, with its outputs (slow cells included), in reading order, then clean the metadata.
-# The notebooks are committed executed; this regenerates them all (hours on a CPU: pre-training and the full runs).
+# The notebooks are committed executed; this regenerates them all (hours on a CPU: pre-training and the full runs), and
+# stamps each code cell with the hash of its source, which `make test` compares (tests/test_structure.py).
 NBDIR ?= nbs
 NOTEBOOKS ?= $(notdir $(sort $(wildcard $(NBDIR)/[0-9]*.ipynb))) index.ipynb run.ipynb report.ipynb
 NB_TIMEOUT ?= 14400
@@ -51,5 +52,6 @@ notebooks: venv
 	$(VENV)/bin/nbdev_export
 	cd $(NBDIR) && for nb in $(NOTEBOOKS); do echo "== executing $$nb"; \
 	  $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=$(NB_TIMEOUT) \
-	    --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; done
+	    --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
+	  $(abspath $(PY)) $(abspath tests/test_structure.py) $$nb; done
 	$(VENV)/bin/nbdev_clean --fname $(NBDIR)

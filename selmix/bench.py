@@ -12,17 +12,17 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse, Param
 from .gain import gain_matrix, gain_matrix_reference
-from .data import load_benchmark, Augment, BENCHMARKS
+from .data import load_benchmark, Augment, BENCHMARKS, long_tailed_counts
 from .models import get_model, default_arch
 from .pretrain import (pretrain_config, checkpoint_dir, load_pretrained, arch_of, augment_uint8, device_settings,
                              EMA)
 from .finetune import FinetuneConfig, finetune, finetune_config
 
 # %% auto #0
-__all__ = ['PAPER_TABLE_L1', 'PAPER_HARDWARE', 'DEVICE_SHAPES', 'TASKS', 'gain_matrix_k4', 'best_time', 'bench_gain',
-           'device_label', 'format_gain_table', 'step_cost', 'benchmark_step_cost', 'bench_finetune', 'reproducibility',
-           'preset_workload', 'projected_hours', 'data_path_rate', 'train_step_rate', 'bench_device',
-           'format_device_table', 'run_task', 'main']
+__all__ = ['PAPER_TABLE_L1', 'PAPER_HARDWARE', 'DEVICE_SHAPES', 'IMAGENET_LT_VAL', 'TASKS', 'gain_matrix_k4', 'best_time',
+           'bench_gain', 'device_label', 'format_gain_table', 'step_cost', 'benchmark_step_cost', 'bench_finetune',
+           'reproducibility', 'preset_workload', 'projected_hours', 'data_path_rate', 'train_step_rate',
+           'refresh_workload', 'eval_rate', 'bench_device', 'format_device_table', 'run_task', 'main']
 
 # %% ../nbs/13_bench.ipynb #7b1eeb87
 PAPER_TABLE_L1 = {10: 0.02, 100: 1.3, 1000: 124.0}   # seconds per gain matrix: CIFAR-10 LT, CIFAR-100 LT, ImageNet-1k LT
@@ -286,6 +286,29 @@ def train_step_rate(arch:str, num_classes:int, channels:int, side:int, # model a
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     return dict(images_per_s=images/best_time(step, repeats, device=device), peak_mb=_peak_mb(device))
 
+# %% ../nbs/13_bench.ipynb #c02a7025
+IMAGENET_LT_VAL = 20_000   # ImageNet-LT's validation list: 20 images of each of 1,000 classes
+
+def refresh_workload(dataset:str, # a key of `DEVICE_SHAPES`
+                    )->dict: # val, pool (unlabeled images), pseudo_labelled (per refresh), refreshes (per run)
+    "The images one refresh of the dataset's fine-tuning preset passes through the model, and the refreshes of a run."
+    b, f, K = BENCHMARKS[dataset], finetune_config(dataset), DEVICE_SHAPES[dataset][0]
+    val = K*b['val_per_class'] if 'val_per_class' in b else IMAGENET_LT_VAL
+    pool = 0 if 'N1' not in b else 100_000 if b['M1'] is None else sum(long_tailed_counts(b['M1'], b['rho_u'], K))
+    per = pool if f.unlabeled_per_refresh is None else min(pool, f.unlabeled_per_refresh)
+    return dict(val=val, pool=pool, pseudo_labelled=per, refreshes=f.steps // f.refresh_every)
+
+def eval_rate(arch:str, num_classes:int, channels:int, side:int, images:int, device='cpu', repeats:int=3)->float:
+    "Images per second of an eval-mode forward pass of `arch` (a refresh's work), with the device's speed settings."
+    device = torch.device(device); s = device_settings(device)
+    model = get_model(arch, num_classes, in_channels=channels).to(device).eval()
+    x = torch.randn(images, channels, side, side, device=device)
+    if s['channels_last']: model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    @torch.no_grad()
+    def fwd():
+        with torch.autocast(device.type, dtype=torch.float16, enabled=s['amp']): model(x)
+    return images/best_time(fwd, repeats, device=device)
+
 # %% ../nbs/13_bench.ipynb #bcd91311
 def bench_device(presets:tuple=tuple(DEVICE_SHAPES), # datasets to measure
                  repeats:int=2, # timed runs per measurement (fastest kept)
@@ -305,6 +328,8 @@ def bench_device(presets:tuple=tuple(DEVICE_SHAPES), # datasets to measure
         data = data_path_rate(name, repeats, max_images, seed)
         pre = train_step_rate(*shape, images=min(w['pretrain_images'], cap), device=device, repeats=repeats, ema=True)
         fine = train_step_rate(*shape, images=min(w['finetune_images'], cap), device=device, repeats=repeats, head_only=w['frozen'])
+        rw, fwd = refresh_workload(name), eval_rate(*shape, images=min(256, cap), device=device, repeats=repeats)
+        refresh_s, whole_s = (rw['val'] + rw['pseudo_labelled'])/fwd, (rw['val'] + rw['pool'])/fwd
         total = data['pretrain']*workers
         rows.append(dict(dataset=name, arch=w['arch'], data_per_worker=data['pretrain'], workers=workers, data_total=total,
                          model=pre['images_per_s'], ratio=total/pre['images_per_s'],
@@ -313,7 +338,9 @@ def bench_device(presets:tuple=tuple(DEVICE_SHAPES), # datasets to measure
                          peak_mb=max(pre['peak_mb'], fine['peak_mb']),
                          pretrain_steps=w['pretrain_steps'], finetune_steps=w['finetune_steps'],
                          pretrain_hours=projected_hours(w['pretrain_steps'], w['pretrain_images'], pre['images_per_s'], total),
-                         finetune_hours=projected_hours(w['finetune_steps'], w['finetune_images'], fine['images_per_s'], data['weak']*workers)))
+                         refresh_images=rw['val'] + rw['pseudo_labelled'], refresh_s=refresh_s, whole_pool_refresh_s=whole_s,
+                         finetune_hours=projected_hours(w['finetune_steps'], w['finetune_images'], fine['images_per_s'], data['weak']*workers)
+                                        + rw['refreshes']*refresh_s/3600))
     if verbose: print(format_device_table(rows, device, repeats, cap))
     return rows
 
@@ -323,12 +350,16 @@ def format_device_table(rows, device, repeats:int, max_batch:int)->str:
     where = device_label(device, f' CPU, {torch.get_num_threads()} torch thread(s)')
     lines = [f'device throughput on {where}; best of {repeats}; model steps timed at <= {max_batch} images and scaled',
              f"{'preset':>12} {'arch':>9} {'data/wkr':>9} {'wkrs':>4} {'data':>9} {'model':>8} {'ratio':>7} "
-             f"{'pre s/step':>10} {'ft s/step':>9} {'peak MB':>8} {'pre steps':>9} {'pre hours':>10} {'ft steps':>8} {'ft hours':>8}"]
+             f"{'pre s/step':>10} {'ft s/step':>9} {'refresh s':>9} {'whole pool':>10} {'peak MB':>8} {'pre steps':>9} {'pre hours':>10} "
+             f"{'ft steps':>8} {'ft hours':>8}"]
     for r in rows:
         lines.append(f"{r['dataset']:>12} {r['arch']:>9} {r['data_per_worker']:>9,.0f} {r['workers']:>4} {r['data_total']:>9,.0f} "
                      f"{r['model']:>8,.1f} {r['ratio']:>7.1f} {r['pretrain_s_per_step']:>10.3g} {r['finetune_s_per_step']:>9.3g} "
+                     f"{r['refresh_s']:>9,.1f} {r['whole_pool_refresh_s']:>10,.1f} "
                      f"{r['peak_mb']:>8,.0f} {r['pretrain_steps']:>9,} {r['pretrain_hours']:>10,.0f} {r['finetune_steps']:>8,} {r['finetune_hours']:>8,.1f}")
-    lines.append('images/s: data = augmentation on the CPU, model = a training step on the device; ratio = data / model; hours: steps × s/step')
+    lines.append('images/s: data = augmentation on the CPU, model = a training step on the device; ratio = data / model; hours: steps × s/step'
+                 ' (fine-tuning: plus its refreshes); refresh s: one refresh (validation + the unlabeled images it pseudo-labels),'
+                 ' whole pool: the same with every unlabeled image')
     return '\n'.join(lines)
 
 # %% ../nbs/13_bench.ipynb #9789c4ba

@@ -13,7 +13,7 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['seed_everything', 'resolve_device', 'pin_memory_for', 'to_device', 'atomic_save', 'atomic_write_text', 'json_safe',
            'atomic_write_json', 'DamagedFile', 'read_json', 'read_checkpoint', 'locked', 'check_out_dir', 'data_root',
-           'runs_root', 'rng_state', 'set_rng_state', 'versions', 'machine_description']
+           'runs_root', 'repo_relative', 'rng_state', 'set_rng_state', 'versions', 'machine_description']
 
 # %% ../nbs/00_core.ipynb #424afc05
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch (CPU and CUDA)
@@ -181,6 +181,13 @@ def data_root()->Path:
 def runs_root()->Path:
     "`runs/` next to the data root (the repository root by default): where `run.ipynb` and the sweeps write."
     return Path(data_root()).resolve().parent/'runs'
+
+# %% ../nbs/00_core.ipynb #4ffc826c
+def repo_relative(p)->str:
+    "`p` relative to the repository when inside it (what committed outputs show), else in full."
+    import selmix
+    home, p = Path(selmix.__file__).resolve().parent.parent, Path(p).resolve()
+    return str(p.relative_to(home)) if (home/'settings.ini').exists() and p.is_relative_to(home) else str(p)
 
 # %% ../nbs/00_core.ipynb #cf6ae2ca
 def rng_state(g:torch.Generator)->dict:

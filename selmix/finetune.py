@@ -6,10 +6,11 @@
 __all__ = ['HARD_SCORES', 'LOSSES', 'PROTOCOLS', 'FINETUNE_METHODS', 'S_SCALES', 'LEAKS', 'PAPER_TABLE', 'EMBEDDED', 'PRESETS',
            'TUNED', 'AGNOSTIC_ARMS', 'PROTOCOL_SETTINGS', 'CKPT_NAME', 'ABLATION_FIELDS', 'RUN_OPTIONS', 'RUN_METHODS',
            'FinetuneConfig', 'arm_of', 'finetune_config', 'p_floor', 'ClassIndex', 'class_means', 'gain_direction',
-           'coverage_scale', 'has_unlabeled', 'scaled_gains', 'refresh', 'param_groups', 'make_optimizer', 'mixup_step',
-           'cost_matrix', 'cost_sensitive_loss', 'plain_step', 'ConfigMismatch', 'save_checkpoint', 'config_diff',
-           'load_checkpoint', 'snapshot_steps', 'cache_features', 'finetune', 'check_run_parameters', 'executed_cells',
-           'injected_parameter_names', 'plot_trajectories', 'plot_gains', 'plot_recalls']
+           'coverage_scale', 'unlabeled_subset', 'has_unlabeled', 'scaled_gains', 'refresh', 'param_groups',
+           'make_optimizer', 'mixup_step', 'cost_matrix', 'cost_sensitive_loss', 'plain_step', 'ConfigMismatch',
+           'save_checkpoint', 'config_diff', 'load_checkpoint', 'snapshot_steps', 'cache_features', 'finetune',
+           'check_run_parameters', 'executed_cells', 'injected_parameter_names', 'plot_trajectories', 'plot_gains',
+           'plot_recalls']
 
 # %% ../nbs/10_finetune.ipynb #b446dff4
 import json, math, hashlib, warnings
@@ -22,6 +23,7 @@ from .gain import gain_matrix
 from .policies import POLICIES, pair_distribution, sample_pairs
 from .core import resolve_device, atomic_save, seed_everything, json_safe, locked, rng_state, set_rng_state, read_checkpoint, DamagedFile
 from .models import extract_features, freeze_bn
+from .data import Split
 from .pretrain import LAM_SCHEDULES, lam_schedule, regmixup_loss, log_prior, supervised_loss
 from .valuation import collect_forgetting, el2n, grand_head, hardest
 
@@ -34,7 +36,7 @@ S_SCALES = ('raw', 'max_abs')
 LEAKS = ('leak_oracle_partners', 'leak_test_checkpoint')
 
 # Fields added after runs were stored: left out of `to_dict` (and the hash) at their default, so older runs keep their hash
-_LATER_FIELDS = dict(method='selmix', s_scale='raw', ht_norm='group', released_floor=False)
+_LATER_FIELDS = dict(method='selmix', s_scale='raw', ht_norm='group', released_floor=False, unlabeled_per_refresh=None)
 
 @dataclass
 class FinetuneConfig:
@@ -75,6 +77,7 @@ class FinetuneConfig:
     alpha:float=0.95 # coverage bound: coverage_j ≥ α/K
     leak_oracle_partners:bool=False # LEAK (released code): unlabeled partners chosen by their hidden true labels
     leak_test_checkpoint:bool=False # LEAK (released code): keep the refresh checkpoint that is best on the test split
+    unlabeled_per_refresh:int|None=None # pseudo-label a fresh random subset of this many unlabeled images per refresh, partners drawn from it (None: the whole pool)
     n_snapshots:int=4 # refreshes at which G and P are kept in the history (evenly spaced)
     objective_hp:dict=field(default_factory=dict) # further keyword arguments of `get_objective` (e.g. eps)
 
@@ -89,6 +92,8 @@ class FinetuneConfig:
         one_of('gain_confusion', ('hard', 'soft')); one_of('gain_formula', ('exact', 'official'))
         one_of('lam_schedule', LAM_SCHEDULES); one_of('loss', LOSSES); one_of('hard_score', HARD_SCORES)
         if not 0 < self.eta <= 1: bad.append(f"eta={self.eta!r} (must be in (0, 1])")
+        u = self.unlabeled_per_refresh
+        if u is not None and (isinstance(u, bool) or not isinstance(u, int) or u < 1): bad.append(f"unlabeled_per_refresh={u!r} (must be None or an int >= 1)")
         for k in ('steps', 'refresh_every', 'batch_size', 'seed', 'forgetting_steps'):
             v = getattr(self, k)
             lo = 0 if k == 'seed' else 1
@@ -136,7 +141,8 @@ EMBEDDED = {'mnist_lt': dict(_SSL, steps=200, refresh_every=20, lr=3e-3),
             # CIFAR-10-LT's splits on Fashion-MNIST: the CIFAR-10 columns at a CPU's length; `TUNED` sets lr and steps per arm
             **{f'fmnist_lt{v}': dict(_SSL, steps=1000, refresh_every=50, lr=3e-3) for v in ('', '_uniform_u', '_inverted_u')},
             'fmnist_lt_sup': dict(_SUP, steps=1000, refresh_every=50, lr=3e-3)}
-PRESETS = PAPER_TABLE | EMBEDDED
+# Ours: STL-10's 100k unlabeled images pseudo-labelled 20k at a time, a fresh random subset per refresh (`unlabeled_subset`)
+PRESETS = PAPER_TABLE | EMBEDDED | {'stl10_lt': PAPER_TABLE['stl10_lt'] | dict(unlabeled_per_refresh=20_000)}
 # What the tuning grids of `selmix.sweep` chose on validation, per benchmark and arm (see `arm_of`); checked against their rows
 TUNED = {'fmnist_lt': {'selmix': dict(lr=1e-3, steps=1500, s=30., s_scale='max_abs'), 'uniform': dict(lr=3e-3, steps=500),
                        'cost_sensitive': dict(lr=1e-2, steps=1500), 'logit_adjusted': dict(lr=1e-2, steps=1500)}}
@@ -151,7 +157,7 @@ _PAPER = dict(gain_formula='exact', gain_confusion='hard', coverage_norm=True, m
               bias_decay=False, beta=0., frozen=False, leak_oracle_partners=False, leak_test_checkpoint=False)
 PROTOCOL_SETTINGS = {'paper': _PAPER,
                      'released': dict(_PAPER, gain_formula='official', omega=50., ht_norm='per_class', released_floor=True, leak_oracle_partners=True,
-                                      leak_test_checkpoint=True)}
+                                      leak_test_checkpoint=True, unlabeled_per_refresh=None)}
 
 def finetune_config(dataset:str, # a benchmark name (`PRESETS`); others get the CIFAR-10 column of Table G.1
                     protocol:str='paper', # 'paper' or 'released' (see `PROTOCOL_SETTINGS`)
@@ -228,6 +234,20 @@ def _split_features(model, bench, name, device, cache=None):
     if cache is not None: return cache[name]
     return extract_features(model, getattr(bench, name), bench.prepare, device)
 
+def unlabeled_subset(n:int, # size of the unlabeled pool
+                     cfg:FinetuneConfig, step:int, # the refresh: `cfg.unlabeled_per_refresh`, `cfg.seed`, its step
+                    )->torch.Tensor|None: # sorted positions, or None: the whole pool
+    "The unlabeled images pseudo-labelled at the refresh of `step`: a random `cfg.unlabeled_per_refresh` of them, fresh each refresh."
+    k = cfg.unlabeled_per_refresh
+    if k is None or k >= n: return None
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)   # its own stream: the run's generator is not touched
+    return torch.randperm(n, generator=g)[:k].sort().values
+
+def _take(split:Split, pos:torch.Tensor)->Split:
+    "The samples of `split` at positions `pos` (file-backed images stay files)."
+    x = split.x[pos] if isinstance(split.x, torch.Tensor) else torch.utils.data.Subset(split.x, pos.tolist())
+    return Split(x, None if split.y is None else split.y[pos], split.idx[pos])
+
 def has_unlabeled(bench)->bool:
     "Semi-supervised benchmark (Alg. 1): an unlabeled pool exists. Otherwise Alg. 2: labeled partners only."
     return getattr(bench, 'unlabeled', None) is not None and len(bench.unlabeled) > 0
@@ -237,6 +257,19 @@ def _oracle_partner_labels(bench)->torch.Tensor:
     y = bench.unlabeled.hidden_y
     if y is None or (y < 0).any(): raise ValueError("leak_oracle_partners needs the hidden labels of the unlabeled pool; this benchmark has none")
     return y.clone()
+
+def _pseudo_labels(model, bench, cfg:FinetuneConfig, device, cache, step:int)->tuple:
+    "Pseudo-labels of the unlabeled pool (K: not pseudo-labelled at this refresh, never a partner) and the hard pool, or None."
+    K, n = bench.num_classes, len(bench.unlabeled)
+    sub = unlabeled_subset(n, cfg, step)
+    if sub is None: fu = _split_features(model, bench, 'unlabeled', device, cache)
+    else: fu = cache['unlabeled'][sub] if cache is not None else extract_features(model, _take(bench.unlabeled, sub), bench.prepare, device)
+    lu = _head_logits(model, fu, device)
+    y = lu.argmax(1) if not cfg.leak_oracle_partners else _oracle_partner_labels(bench)[sub if sub is not None else slice(None)]
+    h = _hard_pool(lu, fu.cpu(), y, cfg) if cfg.policy == 'hard_pool' else None
+    if sub is None: return y, h
+    return (torch.full((n,), K, dtype=torch.long).index_copy_(0, sub, y),
+            None if h is None else torch.zeros(n, dtype=torch.bool).index_copy_(0, sub, h))
 
 def _hard_pool(logits, feats, y, cfg:FinetuneConfig)->torch.Tensor:
     "Mask of the top-η hardest samples of a partner pool by `cfg.hard_score`, against labels or pseudo-labels `y`."
@@ -270,10 +303,7 @@ def refresh(model, bench, obj, cfg:FinetuneConfig, device, cache=None, step:int=
                         lam=lam_bar, formula=cfg.gain_formula).double()
     pseudo, hard = None, None
     if mixup and has_unlabeled(bench):  # pseudo-labels from the current model; hidden labels are never read (unless the leak is on)
-        fu = _split_features(model, bench, 'unlabeled', device, cache)
-        lu = _head_logits(model, fu, device)
-        pseudo = _oracle_partner_labels(bench) if cfg.leak_oracle_partners else lu.argmax(1)
-        if cfg.policy == 'hard_pool': hard = _hard_pool(lu, fu.cpu(), pseudo, cfg)
+        pseudo, hard = _pseudo_labels(model, bench, cfg, device, cache, step)
     elif cfg.policy == 'hard_pool':  # Alg. 2: the partner pool is the labeled split itself
         fl = _split_features(model, bench, 'labeled', device, cache)
         hard = _hard_pool(_head_logits(model, fl, device), fl.cpu(), bench.labeled.y, cfg)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/05_models.ipynb #da6d06b9
 from __future__ import annotations
+import os
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from .data import Split
@@ -11,7 +12,7 @@ from .core import resolve_device
 
 # %% auto #0
 __all__ = ['ARCHS', 'FeatureModel', 'SmallCNN', 'WideResNet', 'CifarResNet', 'TorchvisionResNet50', 'TorchvisionResNet',
-           'get_model', 'arch_for_images', 'default_arch', 'TinyMLP', 'extract_features', 'predict',
+           'get_model', 'arch_for_images', 'default_arch', 'TinyMLP', 'decode_workers', 'extract_features', 'predict',
            'FrozenBatchNorm1d', 'FrozenBatchNorm2d', 'freeze_bn']
 
 # %% ../nbs/05_models.ipynb #88ff868e
@@ -177,8 +178,18 @@ class TinyMLP(FeatureModel):
         self.feat_dim, self.head = feat_dim, nn.Linear(feat_dim, num_classes)
 
 # %% ../nbs/05_models.ipynb #386d9b3c
+def decode_workers()->int:
+    "Processes that decode a file-backed split while the model runs: one per core but one (the main process's), at most 8."
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
 def _batches(split_or_x, batch_size):
     n = len(split_or_x)
+    if isinstance(split_or_x, Split) and not isinstance(split_or_x.x, Tensor):   # image files: decoded in worker processes
+        assert len(split_or_x.x) == n, "a file-backed split indexes its dataset by position"
+        loader = torch.utils.data.DataLoader(split_or_x.x, batch_size=batch_size, num_workers=decode_workers(),
+                                             pin_memory=torch.cuda.is_available())
+        for xb, _ in loader: yield xb
+        return
     get = split_or_x.images if isinstance(split_or_x, Split) else (lambda i: split_or_x[i])
     for s in range(0, n, batch_size): yield get(torch.arange(s, min(n, s + batch_size)))
 

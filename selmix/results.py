@@ -14,13 +14,13 @@ from scipy import stats
 
 # %% auto #0
 __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'SIZE_KEYS', 'PRETRAIN_KEYS', 'PAPER_CSV',
-           'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'ARMS', 'point_params', 'run_variant',
-           'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for', 'scale',
-           'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
+           'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'ARMS', 'RECOMMENDABLE', 'point_params',
+           'run_variant', 'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for',
+           'scale', 'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
            'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
-           'coverage_met', 'run_arm', 'select_tuned', 'pretrain_history', 'merge_rows', 'collect_evidence']
+           'coverage_met', 'recommend', 'run_arm', 'select_tuned', 'pretrain_history', 'merge_rows', 'collect_evidence']
 
 # %% ../nbs/12_results.ipynb #6812b0ad
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
@@ -588,7 +588,7 @@ def export_runs(runs:pd.DataFrame, # from load_runs
 def read_runs_csv(path)->pd.DataFrame:
     "Runs written by `export_runs`, back as `load_runs` gives them (without the per-class lists)."
     df = pd.read_csv(path)
-    if 'variant' in df: df['variant'] = df.variant.fillna('')   # CSV reads the main settings' '' as NaN
+    if 'variant' in df: df['variant'] = df.variant.astype(object).fillna('')   # CSV reads the main settings' '' as NaN
     return df
 
 def evidence_paired(runs:pd.DataFrame, # from load_runs, one dataset
@@ -618,6 +618,24 @@ def coverage_met(runs:pd.DataFrame, # from load_runs (or `read_runs_csv`), one d
             rows.append(dict(objective=o, arm=a, seeds=len(r), val=int((r.val_min_coverage >= bound - 1e-12).sum()),
                              test=int((r.min_coverage >= bound - 1e-12).sum())))
     return pd.DataFrame(rows)
+
+# %% ../nbs/12_results.ipynb #8cb21830
+RECOMMENDABLE = ('selmix', 'plugin∘selmix', 'greedy', 'cost_sensitive', 'plugin∘uniform', 'plugin∘logit_adjusted')
+
+def recommend(runs:pd.DataFrame, # from load_runs or read_runs_csv, one dataset
+              objective:str, reference:str='plugin', arms=RECOMMENDABLE, level:float=0.95,
+             )->dict: # objective, metric, arm, diff, lo, hi, n (arm − reference on the metric), mean_recall (the same on mean recall)
+    "The arm to use for `objective`: the reference unless another beats it on the target metric with an interval above 0."
+    target, *cons = target_metrics(objective)
+    ref = arm_rows(runs, reference, objective)
+    vs = lambda a, m: paired(arm_rows(runs, a, objective)[m].astype(float) * scale(m), ref[m].astype(float) * scale(m), level)
+    best = dict(arm=reference, **{k: np.nan for k in ('diff', 'lo', 'hi')}, n=len(ref))
+    for a in arms:
+        p = vs(a, target)
+        if p['n'] > 1 and p['lo'] > 0 and all(vs(a, c)['hi'] >= 0 for c in cons) and not p['diff'] <= best['diff']:
+            best = dict(arm=a, diff=p['diff'], lo=p['lo'], hi=p['hi'], n=p['n'])
+    mr = vs(best['arm'], 'mean_recall') if best['arm'] != reference else dict(diff=0., lo=0., hi=0.)
+    return dict(objective=objective, metric=target, **best, mean_recall=(mr['diff'], mr['lo'], mr['hi']))
 
 # %% ../nbs/12_results.ipynb #9bd5051d
 def run_arm(method, policy)->str:

@@ -17,9 +17,9 @@ from .core import atomic_write_json, atomic_write_text, data_root, runs_root
 # %% auto #0
 __all__ = ['SEEDS', 'FMNIST_SEEDS', 'T2_FMNIST', 'TUNE_LR', 'TUNE_STEPS', 'TUNE_ARMS', 'GRIDS', 'EXECUTORS', 'RESOURCES',
            'run_notebook', 'expand_grid', 'point_id', 'load_grid', 'parse_param', 'override', 'is_complete',
-           'run_point', 'SweepResult', 'check_params', 'run_sweep', 'job_resources', 'notebook_defaults',
-           'point_pretrain_config', 'pretrain_key', 'ClusterJob', 'SweepPlan', 'plan_sweep', 'slurm_parameters',
-           'sbatch_script', 'PretrainJob', 'FinetuneJob', 'submit_sweep', 'main']
+           'run_point', 'SweepResult', 'check_params', 'committed_runs', 'run_sweep', 'job_resources',
+           'notebook_defaults', 'point_pretrain_config', 'pretrain_key', 'ClusterJob', 'SweepPlan', 'plan_sweep',
+           'slurm_parameters', 'sbatch_script', 'PretrainJob', 'FinetuneJob', 'submit_sweep', 'main']
 
 # %% ../nbs/11_sweep.ipynb #b5c7a419
 def run_notebook()->Path:
@@ -260,6 +260,14 @@ def check_params(points:list, # grid points
     if bad: raise ValueError(f"grid parameters {bad} are not parameters of the notebook; valid: {sorted(valid)}")
     if 'out_dir' in {k for p in points for k in p}: raise ValueError("out_dir is set by the sweep, not by the grid")
 
+# %% ../nbs/11_sweep.ipynb #84a4704f
+def committed_runs(paths)->set:
+    "Run ids (folder names) in committed CSV file(s) of `results.export_runs`; a missing file holds none."
+    if paths is None: return set()
+    import pandas as pd
+    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    return {r for f in files if f.exists() for r in pd.read_csv(f, usecols=['run']).run}
+
 # %% ../nbs/11_sweep.ipynb #d81b2b08
 EXECUTORS = ('local', 'submitit-local', 'debug', 'slurm')   # 'local': threads here; the others: submitit (see below)
 _SUBMITIT = {'submitit-local': 'local', 'debug': 'debug', 'slurm': 'slurm'}
@@ -273,10 +281,12 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
               progress:bool=True, # tqdm bar over runs
               executor:str='local', # 'local' (threads on this machine) or a submitit executor: see `submit_sweep`
               limit:int|None=None, # run at most this many pending points, in grid order (a chunk that fits a sitting)
+              committed=None, # CSV file(s) of committed rows (`results.export_runs`): their runs count as complete
               **cluster, # options of `submit_sweep` (gpus, time, partition, mem, cpus, wait, ...)
              )->SweepResult:
     "Execute the run notebook for every point of `grid`; skip completed points; collect failures."
     if executor not in EXECUTORS: raise ValueError(f"executor={executor!r}; valid: {', '.join(EXECUTORS)}")
+    if committed is not None and executor != 'local': raise ValueError("committed applies to local sweeps")
     if limit is not None and executor != 'local': raise ValueError("limit applies to local sweeps; a cluster sweep submits every pending point")
     if executor != 'local': return submit_sweep(grid, executor, name, runs_dir, params, notebook, workers, **cluster)
     if cluster: raise ValueError(f"{sorted(cluster)} only apply to cluster executors ({', '.join(EXECUTORS[1:])})")
@@ -286,10 +296,10 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
     points = expand_grid(grid)
     check_params(points, notebook)
     res = SweepResult(name or gname, Path(runs_dir or runs_root())/(name or gname))
-    todo = []
+    todo, done_elsewhere = [], committed_runs(committed)
     for p in points:
         d = res.out_dir/point_id(p)
-        (res.skipped if is_complete(d) else todo).append((p, d))
+        (res.skipped if d.name in done_elsewhere or is_complete(d) else todo).append((p, d))
     res.skipped = [d.name for _, d in res.skipped]
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1: raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
@@ -594,6 +604,8 @@ def main(argv=None):
     ap.add_argument('--runs-dir', default=None, help="root folder of sweeps (default: runs/ at the repository root)")
     ap.add_argument('--list', action='store_true', help="print the grid points and exit")
     ap.add_argument('--limit', type=int, default=None, help="run at most this many pending points (a chunk; run again to go on)")
+    ap.add_argument('--committed', action='append', default=None, metavar='CSV',
+                    help="committed rows (results.export_runs): their runs count as complete (repeatable)")
     c = ap.add_argument_group('cluster (submitit)', 'defaults come from the dataset: see selmix.sweep.RESOURCES')
     c.add_argument('--executor', choices=EXECUTORS, default='local',
                    help="local: threads on this machine (default); slurm: submit to Slurm; submitit-local / debug: "
@@ -626,6 +638,7 @@ def main(argv=None):
         return 0
     kw = dict(executor=a.executor, **res_kw, **(dict(wait=True) if a.wait else {}))
     if a.limit is not None: kw['limit'] = a.limit
+    if a.committed: kw['committed'] = a.committed
     res = run_sweep(grid, name=a.name or name, workers=a.workers, runs_dir=a.runs_dir, params=params, **kw)
     print(res.summary())
     return 1 if res.failed else 0

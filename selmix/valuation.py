@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_valuation.ipynb #d124847f
 from __future__ import annotations
-import copy, math
+import copy, math, warnings
 from dataclasses import dataclass
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
@@ -234,7 +234,9 @@ def mixup_regularisers(f, # callable: B×d inputs -> B×K logits, twice differen
         S = u.softmax(-1)
         H = torch.diag_embed(S) - S[:, :, None] * S[:, None, :]
         J = jac(xt.to(dt)).double()                                              # B×K×d
-        Hg = hess(xt.to(dt), (S - yt).to(dt)).double()                           # B×d×d: Σ_k (S_k − ỹ_k) ∇²f_k
+        with warnings.catch_warnings():   # torch's own forward-mode decompositions still call the deprecated torch.jit.script
+            warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+            Hg = hess(xt.to(dt), (S - yt).to(dt)).double()                       # B×d×d: Σ_k (S_k − ỹ_k) ∇²f_k
         Sxx_i = v * a[:, :, None] * a[:, None, :] + m2 * Sxx                     # B×d×d
         Syx_i = (v * b[:, :, None] * a[:, None, :] + m2 * Syx) if mix_labels else torch.zeros_like(J)   # B×K×d
         Jstar = _pinv_sym(H, rcond) @ Syx_i @ _pinv_sym(Sxx_i, rcond)            # J^(i) = H⁺ Σyx Σxx⁺
