@@ -20,7 +20,8 @@ __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'S
            'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
-           'coverage_met', 'recommend', 'run_arm', 'select_tuned', 'pretrain_history', 'merge_rows', 'collect_evidence']
+           'coverage_met', 'recommend', 'headline_evidence', 'run_arm', 'select_tuned', 'pretrain_history',
+           'merge_rows', 'mixed_starts', 'collect_evidence']
 
 # %% ../nbs/12_results.ipynb #6812b0ad
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
@@ -637,6 +638,23 @@ def recommend(runs:pd.DataFrame, # from load_runs or read_runs_csv, one dataset
     mr = vs(best['arm'], 'mean_recall') if best['arm'] != reference else dict(diff=0., lo=0., hi=0.)
     return dict(objective=objective, metric=target, **best, mean_recall=(mr['diff'], mr['lo'], mr['hi']))
 
+# %% ../nbs/12_results.ipynb #9d767f4b
+def headline_evidence(runs:pd.DataFrame, # from read_runs_csv, one dataset
+                      objectives:list, level:float=0.95,
+                     )->pd.DataFrame: # one row per objective (means in paper units; differences as (diff, lo, hi, n))
+    "Per objective: the target metric of pre-trained / plug-in / SelMix / plug-in∘SelMix, SelMix − plug-in, the traded columns, the recommendation."
+    rows = []
+    for o in objectives:
+        m = target_metrics(o)[0]
+        mean = lambda a, k: float((arm_rows(runs, a, o)[k].astype(float) * scale(k)).mean())
+        d = lambda a, b, k=m: tuple(evidence_paired(runs, [o], a, b, (k,), level).iloc[0][['diff', 'lo', 'hi', 'n']])
+        rows.append(dict(objective=o, metric=m, **{a: mean(a, m) for a in ('pretrained', 'plugin', 'selmix', 'plugin∘selmix')},
+                         selmix_vs_plugin=d('selmix', 'plugin'), top_vs_plugin=d('plugin∘selmix', 'plugin'),
+                         mean_recall=(mean('plugin', 'mean_recall'), mean('selmix', 'mean_recall')),
+                         min_coverage=(mean('plugin', 'min_coverage'), mean('selmix', 'min_coverage')),
+                         use=recommend(runs, o, level=level)['arm'], seeds=len(arm_rows(runs, 'selmix', o))))
+    return pd.DataFrame(rows)
+
 # %% ../nbs/12_results.ipynb #9bd5051d
 def run_arm(method, policy)->str:
     "The tuning arm of a run's row (`selmix.finetune.arm_of`; a row without `method` predates the baselines: SelMix)."
@@ -676,6 +694,12 @@ def merge_rows(committed:pd.DataFrame, new:pd.DataFrame, key='run')->pd.DataFram
     if committed is None or not len(committed): return new.reset_index(drop=True)
     return pd.concat([committed[~committed[key].isin(set(new[key]))], new], ignore_index=True)
 
+def mixed_starts(rows:pd.DataFrame)->list:
+    "Pre-trainings (`pretrain_hash`) whose runs report different pre-trained models: retrained on another machine, so unpaired."
+    p = rows[rows.stage == 'pretrained'].dropna(subset=['pretrain_hash'])
+    n = p.groupby('pretrain_hash')[['mean_recall', 'min_recall', 'accuracy']].nunique().max(axis=1)
+    return sorted(n[n > 1].index)
+
 def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>/ and the tuning folders under it
                      out_dir, # where the three CSV files go (e.g. data/results); rows already there are kept
                      dataset:str='fmnist_lt', seeds=range(10), # the pre-trainings whose curves are kept
@@ -691,6 +715,9 @@ def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>
         if parts:
             old = read_runs_csv(out_dir/name) if (out_dir/name).exists() else None
             rows = merge_rows(old, pd.concat(parts, ignore_index=True))
+            if bad := mixed_starts(rows): raise ValueError(
+                f"{name}: the runs of pre-training(s) {bad} start from different models (a pre-trained model retrained on "
+                "another machine gives other weights); fine-tune from the committed data/checkpoints/<hash>/final.pt instead")
             export_runs(rows, out_dir/name); written[name] = len(rows)
     finals = {s: f for s in seeds if (f := checkpoint_dir(load_benchmark(dataset, seed=s), pretrain_config(dataset, seed=s))/'final.pt').exists()}
     if finals:

@@ -197,7 +197,8 @@ def run_point(point:dict, # parameters for the notebook (a grid point)
     t0, error = time.time(), None
     try:
         pm.execute_notebook(str(nb), str(out_dir/nb.name), parameters=point | dict(out_dir=str(out_dir)),
-                            kernel_name=kernel_name, progress_bar=False, cwd=str(nb.parent))
+                            kernel_name=kernel_name, progress_bar=False, cwd=str(nb.parent),
+                            extra_arguments=['--IPKernelApp.log_level=ERROR'])   # not its start-up notice on every run
         if not is_complete(out_dir): error = f"MissingMetrics: the notebook finished without writing {out_dir/'metrics.json'}"
     except PapermillExecutionError as e: error = f"{e.ename}: {e.evalue}"
     except Exception as e: error = f"{type(e).__name__}: {e}"
