@@ -102,7 +102,7 @@ def _fmnist_evidence(seeds):   # one seed's runs after another: a stopped sweep 
         dict(method='cost_sensitive', objective=T2_FMNIST), dict(policy='greedy', objective=_K2))]
 
 GRIDS = dict(
-    # the embedded preset's lr the same way (its 3e-3 was picked on one seed by a script): the same six points per arm
+    # the embedded preset's lr and steps the same way: the same six points per arm, on validation
     embedded_tuning=[dict(dataset='mnist_lt', objective='min_recall', seed=0, lr=TUNE_LR, finetune_steps=[200, 400]) | a for a in TUNE_ARMS.values()],
     fmnist_tuning=_fmnist_tuning(), fmnist_tuning_s=_fmnist_tuning_s(), fmnist_evidence=_fmnist_evidence(FMNIST_SEEDS),
     # the pre-training length on validation (seed 0; 12000 steps is twice the CPU budget, run to see what it would buy)
@@ -134,7 +134,7 @@ GRIDS = dict(
                     loss='regmixup', seed=[0, 1])],
     valuation=_valuation() + _valuation(**_VAL_LAM)
               + [dict(dataset='mnist_lt', policy='hard_pool', objective='mean_recall', eta=[0.1, 1.0], seed=SEEDS)],  # η sweep
-    # three tiny runs for tests (two objectives, two policies; one seed, so one short cached pre-training)
+    # five tiny runs for tests (one seed, so one short cached pre-training)
     smoke=[_sel(dataset='mnist_lt', objective=['min_recall', 'mean_recall'], seed=0, **_SMOKE),
            _sel(dataset='mnist_lt', objective='min_recall', seed=0, policy='uniform', **_SMOKE),
            dict(dataset='mnist_lt', objective='min_recall', seed=0, method=['cost_sensitive', 'plugin'], **_SMOKE)],
@@ -198,7 +198,7 @@ def run_point(point:dict, # parameters for the notebook (a grid point)
     try:
         pm.execute_notebook(str(nb), str(out_dir/nb.name), parameters=point | dict(out_dir=str(out_dir)),
                             kernel_name=kernel_name, progress_bar=False, cwd=str(nb.parent),
-                            extra_arguments=['--IPKernelApp.log_level=ERROR'])   # not its start-up notice on every run
+                            extra_arguments=['--IPKernelApp.log_level=CRITICAL'])   # not its notices (start-up, shutdown after a failed cell)
         if not is_complete(out_dir): error = f"MissingMetrics: the notebook finished without writing {out_dir/'metrics.json'}"
     except PapermillExecutionError as e: error = f"{e.ename}: {e.evalue}"
     except Exception as e: error = f"{type(e).__name__}: {e}"
