@@ -21,7 +21,7 @@ __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'S
            'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
            'coverage_met', 'recommend', 'headline_evidence', 'run_arm', 'select_tuned', 'pretrain_history',
-           'merge_rows', 'mixed_starts', 'collect_evidence']
+           'merge_rows', 'mixed_starts', 'collect_evidence', 'complete_seeds']
 
 # %% ../nbs/12_results.ipynb #6812b0ad
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
@@ -726,3 +726,9 @@ def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>
         rows.sort_values(['seed', 'step']).to_csv(p, index=False); written[p.name] = rows.seed.nunique()
     return written
 
+
+# %% ../nbs/12_results.ipynb #75819742
+def complete_seeds(rows:pd.DataFrame)->pd.DataFrame:
+    "The rows of the seeds that ran as many runs as the fullest seed (a sweep stopped mid-seed leaves the others)."
+    n = rows.groupby('seed').run.nunique()
+    return rows[rows.seed.isin(n[n == n.max()].index)]
