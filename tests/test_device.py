@@ -1,21 +1,7 @@
-"Device settings are decisions of the device: checked on CPU, and on a stand-in CUDA device object."
+"Device settings beyond nbs/06_pretrain and nbs/13_bench (which check `device_settings` and the projections by hand): the amp warning and validation, the workloads of the other presets, the `selmix.bench device` CLI."
 import warnings
-from types import SimpleNamespace
 import pytest, torch
-from selmix.pretrain import device_settings, PretrainConfig, _amp_parts
-
-CUDA = SimpleNamespace(type='cuda')
-
-def test_cpu_all_off():
-    for amp in (None, True, False):
-        assert device_settings('cpu', amp, True) == dict(amp=False, cudnn_benchmark=False, channels_last=False, compile=False)
-    assert device_settings(torch.device('cpu'))['amp'] is False
-
-def test_cuda_defaults_on():
-    assert device_settings(CUDA) == dict(amp=True, cudnn_benchmark=True, channels_last=True, compile=False)
-    assert device_settings('cuda:0')['amp'] is True   # a name is enough: no GPU is touched
-    assert device_settings(CUDA, amp=False)['amp'] is False
-    assert device_settings(CUDA, compile=True)['compile'] is True
+from selmix.pretrain import PretrainConfig, _amp_parts
 
 def test_amp_requested_on_cpu_warns_and_is_off():
     with pytest.warns(UserWarning, match='needs a CUDA device'):
@@ -32,14 +18,7 @@ def test_bad_amp_rejected():
 
 # ---------------------------------------------------------------- `python -m selmix.bench device`
 import subprocess, sys
-from selmix.bench import projected_hours, preset_workload, bench_device, run_task, TASKS
-
-
-def test_projection_matches_a_hand_computation():
-    # 1000 steps × 100 images; 1/200 s per image to train, 1/800 s to augment: 1000·100·(0.005 + 0.00125) s = 625 s
-    assert abs(projected_hours(1000, 100, 200., 800.) - 625/3600) < 1e-12
-    assert abs(projected_hours(1000, 100, 200.) - 500/3600) < 1e-12             # data for free: the model alone
-    assert abs(projected_hours(10, 7, 7., 7.) - 20/3600) < 1e-12                 # 10·7·(1/7 + 1/7) = 20 s
+from selmix.bench import preset_workload, bench_device, run_task, TASKS
 
 
 def test_workload_of_the_presets_by_hand():
