@@ -50,6 +50,7 @@ def pin_memory_for(device:torch.device)->bool:
     "Whether batches for `device` should be pinned: only for CUDA devices on a machine with CUDA."
     return torch.device(device).type == 'cuda' and torch.cuda.is_available()
 
+# %% ../nbs/00_core.ipynb #52a3d966
 def to_device(x:Tensor, # a CPU tensor (a batch)
               device:torch.device, # where it goes
              )->Tensor:
@@ -73,12 +74,14 @@ def _atomic_write(path, write):
         raise
     return path
 
+# %% ../nbs/00_core.ipynb #fe4e9b55
 def atomic_save(obj, # anything `torch.save` accepts
                 path, # destination file; parent folders are created
                )->Path:
     "`torch.save` to a temporary file in the same folder, then `os.replace`: readers never see a partial file."
     return _atomic_write(path, lambda f: torch.save(obj, f))
 
+# %% ../nbs/00_core.ipynb #ba58bb1f
 def atomic_write_text(text:str, # the whole content
                       path, # destination file; parent folders are created
                      )->Path:
@@ -101,6 +104,7 @@ def json_safe(obj, # any nesting of dict/list/tuple/str/int/float/bool/None (plu
     if isinstance(obj, Path): return str(obj)
     return obj   # anything else: json.dumps decides (and names the type if it cannot)
 
+# %% ../nbs/00_core.ipynb #0ee60dc9
 def atomic_write_json(obj, # the object to store
                       path, # destination file
                       indent:int|None=1, # json.dumps indentation
@@ -116,6 +120,7 @@ class DamagedFile(ValueError):
         self.path, self.what, self.reason = Path(path), what, reason
         super().__init__(f"{what} {path} is damaged ({reason}); delete it or restore it from a copy")
 
+# %% ../nbs/00_core.ipynb #9add9866
 def read_json(path, # a JSON file
               what:str='JSON file', # what the file is, for the message (e.g. 'run config', 'split file')
              ):
@@ -124,6 +129,7 @@ def read_json(path, # a JSON file
     try: return json.loads(p.read_text(encoding='utf-8'))
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DamagedFile(p, what, f"not valid JSON: {e}") from None
 
+# %% ../nbs/00_core.ipynb #fafcee5c
 def read_checkpoint(path, # a file written by `torch.save` / `atomic_save`
                     what:str='checkpoint', # what the file is, for the message
                     keys:tuple=(), # entries the stored dict must have
@@ -195,6 +201,7 @@ def rng_state(g:torch.Generator)->dict:
     return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, sampler=g.get_state())
 
+# %% ../nbs/00_core.ipynb #e7c1ed35
 def set_rng_state(s:dict, g:torch.Generator):
     random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
     if s['cuda'] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
@@ -207,6 +214,7 @@ def versions()->dict:
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 numpy=np.__version__, selmix=selmix.__version__)
 
+# %% ../nbs/00_core.ipynb #50cd0d0a
 def machine_description()->str:
     "CPU model, core count and GPU (if any) of this machine: the same seed gives other numbers on another CPU."
     cpu = platform.processor() or platform.machine()

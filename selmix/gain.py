@@ -42,6 +42,40 @@ def _check_head(means, weight, bias, D, lam, formula):
         bias = bias.to(dev, f64)
     return means.to(dev, f64), weight.to(dev, f64), bias, D.to(dev, f64), lam
 
+# %% ../nbs/02_gain.ipynb #5dc6581c
+def _gains(L, b, A, s, lam, formula, n):
+    "Σ_kl D_kl Δf_l(μ_k) for every pair from the logits L, bias b, Gram product A = μμᵀD and bias term s = 1ᵀD."
+    K = L.shape[0]
+    x = torch.add(b, L, alpha=lam)                  # λ L_il + b_l
+    V = L * (1 - lam)
+    V = V.sub_(V.amax(1, keepdim=True)).exp_()      # v_jl ∈ (0, 1]
+    VA, Aw = V * A, torch.add(s, A, alpha=lam)      # v∘A and λA + 1sᵀ
+    dA = A.diagonal()
+    if formula == 'exact': first = torch.add((lam * dA + s)[:, None], A.T, alpha=1 - lam)   # c_ij[i]
+    else: first = dA[:, None].expand(K, K)
+    G = []
+    for r0 in range(0, K, n):
+        r = slice(r0, min(K, r0 + n))
+        U = x[r] - x[r].amax(1, keepdim=True)
+        U = U.exp_()                                          # u_il ∈ (0, 1]
+        Z = U @ V.T                                           # normaliser of p_ij, up to e^{m_i + n_j}
+        E = (U * Aw[r]) @ V.T
+        E = E.addmm_(U, VA.T, alpha=1 - lam).div_(Z)          # Σ_l p_ij[l] c_ij[l]
+        bad = Z <= _TINY
+        if bad.any(): E[bad] = _expected_direct(*bad.nonzero(as_tuple=True), r0, L, b, A, s, lam)
+        G.append(E.neg_().add_(first[r]))
+    return G[0] if len(G) == 1 else torch.cat(G)
+
+# %% ../nbs/02_gain.ipynb #d5dbfa53
+def _expected_direct(ii, jj, r0, L, b, A, s, lam, pairs_per_chunk=4096):
+    "Σ_l p_ij[l] c_ij[l] pair by pair (the underflow fallback); `ii` are row offsets from `r0`."
+    out = []
+    for c in range(0, len(ii), pairs_per_chunk):
+        i, j = ii[c:c + pairs_per_chunk] + r0, jj[c:c + pairs_per_chunk]
+        p = torch.softmax(lam * L[i] + (1 - lam) * L[j] + b, 1)
+        out.append((p * (lam * A[i] + (1 - lam) * A[j] + s)).sum(1))
+    return torch.cat(out)
+
 # %% ../nbs/02_gain.ipynb #60f682c6
 _RESCALE = 2.**256   # features beyond this magnitude are scaled by a power of two before the Gram product
 
@@ -77,39 +111,6 @@ def gain_matrix(means:Tensor, # K×d class means μ_k of validation features
         raise OverflowError(f"the gains overflow float64: they scale like |μ|²·|D| (max |μ| = {float(mu.abs().max()):.3g}, "
                             f"max |D| = {float(D.abs().max()):.3g}); rescale the features or D")
     return G
-
-def _gains(L, b, A, s, lam, formula, n):
-    "Σ_kl D_kl Δf_l(μ_k) for every pair from the logits L, bias b, Gram product A = μμᵀD and bias term s = 1ᵀD."
-    K = L.shape[0]
-    x = torch.add(b, L, alpha=lam)                  # λ L_il + b_l
-    V = L * (1 - lam)
-    V = V.sub_(V.amax(1, keepdim=True)).exp_()      # v_jl ∈ (0, 1]
-    VA, Aw = V * A, torch.add(s, A, alpha=lam)      # v∘A and λA + 1sᵀ
-    dA = A.diagonal()
-    if formula == 'exact': first = torch.add((lam * dA + s)[:, None], A.T, alpha=1 - lam)   # c_ij[i]
-    else: first = dA[:, None].expand(K, K)
-    G = []
-    for r0 in range(0, K, n):
-        r = slice(r0, min(K, r0 + n))
-        U = x[r] - x[r].amax(1, keepdim=True)
-        U = U.exp_()                                          # u_il ∈ (0, 1]
-        Z = U @ V.T                                           # normaliser of p_ij, up to e^{m_i + n_j}
-        E = (U * Aw[r]) @ V.T
-        E = E.addmm_(U, VA.T, alpha=1 - lam).div_(Z)          # Σ_l p_ij[l] c_ij[l]
-        bad = Z <= _TINY
-        if bad.any(): E[bad] = _expected_direct(*bad.nonzero(as_tuple=True), r0, L, b, A, s, lam)
-        G.append(E.neg_().add_(first[r]))
-    return G[0] if len(G) == 1 else torch.cat(G)
-
-# %% ../nbs/02_gain.ipynb #d5dbfa53
-def _expected_direct(ii, jj, r0, L, b, A, s, lam, pairs_per_chunk=4096):
-    "Σ_l p_ij[l] c_ij[l] pair by pair (the underflow fallback); `ii` are row offsets from `r0`."
-    out = []
-    for c in range(0, len(ii), pairs_per_chunk):
-        i, j = ii[c:c + pairs_per_chunk] + r0, jj[c:c + pairs_per_chunk]
-        p = torch.softmax(lam * L[i] + (1 - lam) * L[j] + b, 1)
-        out.append((p * (lam * A[i] + (1 - lam) * A[j] + s)).sum(1))
-    return torch.cat(out)
 
 # %% ../nbs/02_gain.ipynb #da4c7bbd
 def gain_matrix_reference(means:Tensor, # K×d class means

@@ -85,16 +85,19 @@ def _recalls(C):
                                "every class must occur in y_true")
     return C.diagonal()/pi
 
+# %% ../nbs/01_metrics.ipynb #dbb5f05f
 def coverages(C, # joint confusion matrix, K×K
              )->Tensor: # coverage Σ_i C[i,j] of every predicted class, float64
     "Per-class coverage: how often each class is predicted."
     return check_confusion(C).sum(0)
 
+# %% ../nbs/01_metrics.ipynb #49438007
 def num_head(num_classes:int, # K
             )->int: # number of head classes, ⌊0.9K⌋
     "Head classes are the first ⌊0.9K⌋ (most frequent); the tail is the rest."
     return 9*num_classes//10
 
+# %% ../nbs/01_metrics.ipynb #c3859116
 def head_tail_means(x:Tensor, # per-class values, length K (classes ordered head first)
                    )->Tensor: # [mean over head, mean over tail]
     "Mean of a per-class quantity over the head and over the tail classes."
@@ -106,6 +109,7 @@ def default_floor(num_classes:int)->float:
     "The recall floor 1/(100K) of DARP/CoSSL."
     return 1/(100*num_classes)
 
+# %% ../nbs/01_metrics.ipynb #ed09fb22
 def floor_recalls(r:Tensor, # recalls, length K
                   eps:float|None=None, # floor, default 1/(100K)
                  )->Tensor: # max(r, eps) with gradient 1 everywhere (straight-through)
@@ -113,10 +117,12 @@ def floor_recalls(r:Tensor, # recalls, length K
     eps = default_floor(len(r)) if eps is None else eps
     return r + (r.clamp(min=eps) - r).detach()
 
+# %% ../nbs/01_metrics.ipynb #0eebbe43
 def g_mean(r:Tensor, eps:float|None=None)->Tensor:
     "Geometric mean of floored recalls."
     return floor_recalls(r, eps).log().mean().exp()
 
+# %% ../nbs/01_metrics.ipynb #1c898dc3
 def h_mean(r:Tensor, eps:float|None=None)->Tensor:
     "Harmonic mean of floored recalls."
     return len(r)/floor_recalls(r, eps).reciprocal().sum()
@@ -138,13 +144,18 @@ def report(C, # joint confusion matrix, K×K
 # %% ../nbs/01_metrics.ipynb #bc28abb0
 OBJECTIVES = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'mean_recall_min_coverage',
               'mean_recall_min_ht_coverage', 'h_mean_min_coverage', 'h_mean_min_ht_coverage')
+
+# %% ../nbs/01_metrics.ipynb #dce08de1
 # name -> (metric of the recalls, constraint on coverage: None | 'all' classes | 'ht' head/tail means)
 _SPEC = dict(mean_recall=('mean', None), min_recall=('min', None), g_mean=('g', None), h_mean=('h', None),
              min_ht_recall=('min_ht', None), mean_recall_min_coverage=('mean', 'all'),
              mean_recall_min_ht_coverage=('mean', 'ht'), h_mean_min_coverage=('h', 'all'),
              h_mean_min_ht_coverage=('h', 'ht'))
+
+# %% ../nbs/01_metrics.ipynb #965bec31
 HYPERPARAMS = dict(alpha=0.95, omega=50., tau=0.01, lambda_max=100., beta=0., eps=None)
 
+# %% ../nbs/01_metrics.ipynb #8cc2eb5f
 def _group_matrix(kind, K):
     "Rows map per-class values to the quantities a multiplier sees: identity, or (head mean, tail mean)."
     if kind in ('min', 'all'): return torch.eye(K, dtype=torch.float64)
@@ -169,24 +180,19 @@ class Objective:
         self.lam_recall = None if self.P_r is None else torch.full((len(self.P_r),), 1/len(self.P_r), dtype=torch.float64)
         self.lam_cov = None if self.P_cov is None else torch.zeros(len(self.P_cov), dtype=torch.float64)
         return self
-
     def _rc(self, C): C = check_confusion(C, self.num_classes); return C, _recalls(C), C.sum(0)
-
     def _metric(self, r):
         if self.metric == 'mean': return r.mean()
         if self.metric == 'min': return r.min()
         if self.metric == 'min_ht': return head_tail_means(r).min()
         return (g_mean if self.metric == 'g' else h_mean)(r, self.eps)
-
     def value(self, C)->Tensor:
         "The true metric (for constrained objectives: the quantity maximised); differentiable for mean/G/H-mean."
         return self._metric(self._rc(C)[1])
-
     def constraints(self, C)->Tensor:
         "Constraint slacks (cov − α/K per class, or per head/tail group); satisfied iff all ≥ 0. Empty if unconstrained."
         if self.P_cov is None: return torch.zeros(0, dtype=torch.float64)
         return self.P_cov.to(C.device if isinstance(C, Tensor) else 'cpu') @ self._rc(C)[2] - self.alpha/self.num_classes
-
     def surrogate(self, C)->Tensor:
         "The function whose derivative `grad_unconstrained` returns: the metric, or its Lagrangian at the current multipliers."
         C, r, cov = self._rc(C)
@@ -194,7 +200,6 @@ class Objective:
         if self.P_cov is not None:
             s = s + self.lam_cov.to(r.device) @ (self.P_cov.to(r.device) @ cov - self.alpha/self.num_classes)
         return s
-
     def __repr__(self):
         hp = ', '.join(f'{k}={getattr(self, k)}' for k in HYPERPARAMS)
         return f"Objective({self.name!r}, num_classes={self.num_classes}, {hp})"
@@ -202,6 +207,7 @@ class Objective:
 # %% ../nbs/01_metrics.ipynb #03795bb4
 CONFUSION_FLOOR = 1e-7   # entries of C are raised to this before dψ/dC̃ is computed (the released code's clip)
 
+# %% ../nbs/01_metrics.ipynb #bd3e07e0
 def clip_confusion(C:Tensor, # joint confusion matrix, K×K
                    floor:float=CONFUSION_FLOOR, # smallest entry kept; 0 leaves C unchanged
                   )->Tensor: # max(C, floor) entrywise, not renormalised
@@ -218,17 +224,20 @@ def _dpsi_dr(obj, r):
     rf, psi = r.clamp(min=obj.eps), obj._metric(r)
     return psi/(K*rf) if obj.metric == 'g' else psi**2/(K*rf**2)
 
+# %% ../nbs/01_metrics.ipynb #5d70238f
 def _grad_confusion(obj, C):
     "∂ surrogate/∂C of a checked, detached C whose row sums are the priors (no check that it sums to 1)."
     G = torch.diag(_dpsi_dr(obj, _recalls(C))/C.sum(1))
     if obj.P_cov is not None: G = G + (obj.P_cov.to(C.device).T @ obj.lam_cov.to(C.device))[None, :]
     return G
 
+# %% ../nbs/01_metrics.ipynb #7bfb2bb9
 @patch
 def grad_confusion(obj:Objective, C)->Tensor:
     "∂ surrogate/∂C with the priors π held fixed, K×K (at C itself, unclipped)."
     return _grad_confusion(obj, check_confusion(C, obj.num_classes).detach())
 
+# %% ../nbs/01_metrics.ipynb #1edf0bfc
 @patch
 def grad_unconstrained(obj:Objective, C,
                        floor:float=CONFUSION_FLOOR, # entries of C are raised to this first (0: the derivative at C itself)
@@ -239,6 +248,12 @@ def grad_unconstrained(obj:Objective, C,
     return C*(G - (G*C).sum(1, keepdim=True)/C.sum(1, keepdim=True))
 
 # %% ../nbs/01_metrics.ipynb #c3c40f49
+@patch
+def state(obj:Objective)->dict:
+    "Current multipliers, JSON-ready."
+    return {k: getattr(obj, k).tolist() for k in ('lam_recall', 'lam_cov') if getattr(obj, k) is not None}
+
+# %% ../nbs/01_metrics.ipynb #36bf1eab
 @patch
 def update(obj:Objective, C)->dict:
     "Re-estimate the Lagrange multipliers from C (App. F); returns them as lists."
@@ -252,11 +267,6 @@ def update(obj:Objective, C)->dict:
         slack = obj.P_cov @ cov - obj.alpha/obj.num_classes
         obj.lam_cov = (obj.lambda_max*(1 - torch.exp(slack.clamp(max=0)/obj.tau))).clamp(0, obj.lambda_max)
     return obj.state()
-
-@patch
-def state(obj:Objective)->dict:
-    "Current multipliers, JSON-ready."
-    return {k: getattr(obj, k).tolist() for k in ('lam_recall', 'lam_cov') if getattr(obj, k) is not None}
 
 # %% ../nbs/01_metrics.ipynb #dd9c6a6d
 def get_objective(name:str, # one of OBJECTIVES

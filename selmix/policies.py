@@ -16,6 +16,7 @@ __all__ = ['POLICIES', 'uniform_pairs', 'softmax_pairs', 'greedy_pairs', 'partne
 # %% ../nbs/08_policies.ipynb #0ba7d2e3
 POLICIES = ('selmix', 'uniform', 'greedy', 'forgetting', 'hard_pool')   # the pair-sampling policies of `selmix.finetune`
 
+# %% ../nbs/08_policies.ipynb #6a4b0fbf
 def _square(G, name):
     "`G` as a float64 K×K tensor (K ≥ 1, finite), detached from any graph."
     G = G.detach() if torch.is_tensor(G) else torch.as_tensor(G)
@@ -25,11 +26,13 @@ def _square(G, name):
     if not torch.isfinite(G).all(): raise ValueError(f"`{name}` contains NaN or inf; all entries must be finite")
     return G.double()
 
+# %% ../nbs/08_policies.ipynb #e79a30b7
 def _check_s(s):
     s = float(s)
     if not s >= 0: raise ValueError(f"inverse temperature s={s} must be >= 0 (float('inf') for greedy)")
     return s
 
+# %% ../nbs/08_policies.ipynb #9be832e5
 def uniform_pairs(K:int, # number of classes
                  )->Tensor: # K×K distribution, 1/K² everywhere
     "The non-adaptive uniform mixup policy."
@@ -97,6 +100,7 @@ def _as_shaped(x, name:str, shape:tuple, what:str)->Tensor:
     if tuple(t.shape) != tuple(shape): raise ValueError(f"`{name}` must be {what}, got shape {tuple(t.shape)}")
     return t
 
+# %% ../nbs/08_policies.ipynb #14d94cab
 def _check_counts(counts, K:int)->Tensor:
     "Pool sizes per class: K non-negative integers."
     what = f"K = {K} non-negative integers (the size of each class in the hard partner pool)"
@@ -188,6 +192,7 @@ def play(policy:str, # one of POLICIES
     return torch.stack([pair_distribution(policy, E[t], s, K, smoothing=smoothing, mask_nonpositive=mask_nonpositive,
                                           **({key: partners[t]} if key else {})) for t in range(T)])
 
+# %% ../nbs/08_policies.ipynb #08f5a6b6
 def hedge(estimates:Tensor, # T×K×K gain estimates
           s:float, # inverse temperature
          )->Tensor: # T×K×K distributions played
@@ -195,12 +200,14 @@ def hedge(estimates:Tensor, # T×K×K gain estimates
     E = estimates.double()
     return play('selmix', torch.cumsum(E, 0) - E, s=s)
 
+# %% ../nbs/08_policies.ipynb #644c15b6
 def expected_gains(P:Tensor, # T×K×K distributions played
                    gains:Tensor, # T×K×K true gains
                   )->Tensor: # T, expected gain Σ_ij P_t[i,j]·g_t[i,j] of each step
     "The expected gain of each step under the played distribution."
     return (P.double() * gains.double()).sum((1, 2))
 
+# %% ../nbs/08_policies.ipynb #a0128cc8
 def regret_curve(P:Tensor, # T×K×K distributions played
                  gains:Tensor, # T×K×K true gains
                 )->Tensor: # T, R_t = max_a Σ_{τ≤t} g_τ[a] − Σ_{τ≤t} ⟨P_τ, g_τ⟩
@@ -217,6 +224,7 @@ def hedge_regret_bound(s:float, # inverse temperature
     if not 0 < _check_s(s) < math.inf: raise ValueError("the Hedge bound needs a finite s > 0")
     return math.log(n_arms) / s + s / 8 * torch.cumsum(ranges.double() ** 2, 0)
 
+# %% ../nbs/08_policies.ipynb #678db21a
 def selmix_step_bound(s:float, # inverse temperature
                       estimates:Tensor, # T×K×K gain estimates seen before acting
                       gains:Tensor, # T×K×K true gains
@@ -270,6 +278,7 @@ def mixup_move(C:Tensor, # K×K joint confusion matrix
     b = eta * beta * P * torch.diagonal(C)[None, :] * off     # row j: column j → i, b[i, j]
     return C - a + torch.diag(a.sum(1)) - torch.diag(b.sum(0)) + b.T
 
+# %% ../nbs/08_policies.ipynb #ddfff6aa
 def first_order_gains(C:Tensor, # K×K joint confusion matrix
                       obj, # a `selmix.metrics` objective (multipliers refreshed from C here)
                       eta:float, beta:float,
@@ -279,6 +288,7 @@ def first_order_gains(C:Tensor, # K×K joint confusion matrix
     P = torch.zeros_like(C, requires_grad=True)
     return torch.autograd.grad(obj.surrogate(mixup_move(C, P, eta, beta)), P)[0]
 
+# %% ../nbs/08_policies.ipynb #78979aca
 def run_game(C0:Tensor, # K×K joint confusion matrix at the start
              obj, # a `selmix.metrics` objective
              policy:str, # 'selmix', 'uniform', 'greedy' or 'forgetting' (partners ∝ the current confusions)
