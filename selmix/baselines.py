@@ -33,11 +33,13 @@ def check_probs(probs, # N×K class probabilities (rows on the simplex), e.g. `s
     if missing: raise ValueError(f"classes {missing} have no sample, so their recall is undefined; every class must occur in y")
     return P, y
 
+# %% ../nbs/16_baselines.ipynb #b8653b66
 def probs_from_logits(logits:Tensor, # N×K logits
                      )->Tensor: # N×K float64 probabilities
     "Softmax in float64 (no underflow to exact zeros for moderate logit gaps)."
     return torch.softmax(torch.as_tensor(logits).double(), 1)
 
+# %% ../nbs/16_baselines.ipynb #4b9bf16e
 def plugin_rule(probs:Tensor, # N×K class probabilities
                 G:Tensor, # K×K gain matrix
                )->Tensor: # N predicted labels
@@ -80,6 +82,7 @@ def _candidates(t:Tensor, current:float, n:int)->Tensor:
     mids = (u[1:] + u[:-1])/2 if len(u) > 1 else u[:0]
     return torch.cat([torch.tensor([current, u[0] - 1, u[-1] + 1], dtype=torch.float64), mids])
 
+# %% ../nbs/16_baselines.ipynb #b36f7028
 def _best_of(obj, y, preds, K)->tuple:
     "Index and `rank_key` of the best row of `preds` (R×N predicted labels); the first one wins ties."
     R, N = preds.shape
@@ -88,6 +91,7 @@ def _best_of(obj, y, preds, K)->tuple:
     q = max(range(R), key=lambda i: (keys[i], -i))
     return q, keys[q]
 
+# %% ../nbs/16_baselines.ipynb #9cc49ac5
 def coordinate_ascent(P:Tensor, # N×K validation probabilities (float64)
                       y:Tensor, # N validation labels
                       obj, # an `Objective` (only `value` and `constraints` are used)
@@ -126,7 +130,7 @@ def balance_coverage(P:Tensor, # N×K validation probabilities (float64)
                      G:Tensor, # K×K starting gain matrix
                      bound:float, # every class must be predicted on at least this fraction of the samples
                      eps:float=0.01, # raise each offset this much past the last sample it takes (the auction step)
-                     rounds:int|None=None, # at most this many raises (default 100K)
+                     rounds:int|None=None, # at most this many raises (default 100·K)
                     )->Tensor: # K×K gain matrix G·diag(exp b)
     "Raise the offset of the class furthest below `bound` just enough to meet it, until every class meets it (an auction)."
     N, K = P.shape
@@ -204,6 +208,7 @@ def model_probs(model, # a classifier returning logits
     "Class probabilities of a model on a split (eval mode, no gradients)."
     return probs_from_logits(predict(model, split, prepare, device))
 
+# %% ../nbs/16_baselines.ipynb #547d879a
 def fit_plugin_model(model, # the pre-trained classifier
                      bench, # a `selmix.data.Benchmark` (only `bench.val`, `bench.prepare`, `bench.num_classes` are read)
                      objective:str, # a name in `OBJECTIVES`
@@ -213,6 +218,7 @@ def fit_plugin_model(model, # the pre-trained classifier
     "Fit the plug-in classifier of a model for `objective` on the validation split; the test split is never touched."
     return fit_plugin(model_probs(model, bench.val, bench.prepare, device), bench.val.y, objective, bench.num_classes, **kw)
 
+# %% ../nbs/16_baselines.ipynb #d9b4e77c
 def plugin_baseline(model, # the pre-trained classifier
                     bench, # a `selmix.data.Benchmark`
                     objectives=OBJECTIVES, # names in `OBJECTIVES`

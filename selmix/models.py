@@ -141,17 +141,19 @@ def get_model(arch:str, # one of `ARCHS`
             'wrn28_2_released': lambda k, c: WideResNet(k, c, 28, 2, released=True),
             'resnet32': lambda k, c: CifarResNet(k, c, 32), 'resnet50': TorchvisionResNet50}[arch](num_classes, in_channels)
 
-# Tables G.1/G.2: WRN-28-2 for every semi-supervised benchmark, ResNet-32 (CIFAR-LT) and ResNet-50 (ImageNet-LT) supervised
-_DEFAULT_ARCH = {'mnist_lt': 'small_cnn', 'mnist_lt_sup': 'small_cnn', 'cifar10_lt': 'wrn28_2', 'cifar100_lt': 'wrn28_2',
-                 'stl10_lt': 'wrn28_2', 'imagenet100_lt': 'wrn28_2', 'cifar10_lt_sup': 'resnet32',
-                 'cifar100_lt_sup': 'resnet32', 'imagenet_lt': 'resnet50',
-                 **{f'fmnist{v}': 'small_cnn_w16' for v in ('_lt', '_lt_uniform_u', '_lt_inverted_u', '_lt_sup', '_balanced')}}
-
+# %% ../nbs/05_models.ipynb #46db1ab1
 def arch_for_images(image_size:int, # side of the (square) images in pixels
                    )->str: # a name in `ARCHS`
     "Backbone for a benchmark the paper does not name, by image side: digit-sized, CIFAR/STL-sized, ImageNet-sized."
     if int(image_size) != image_size or image_size < 1: raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     return 'small_cnn' if image_size <= 28 else 'wrn28_2' if image_size <= 64 else 'resnet50'
+
+# %% ../nbs/05_models.ipynb #8aa2f039
+# Tables G.1/G.2: WRN-28-2 for every semi-supervised benchmark, ResNet-32 (CIFAR-LT) and ResNet-50 (ImageNet-LT) supervised
+_DEFAULT_ARCH = {'mnist_lt': 'small_cnn', 'mnist_lt_sup': 'small_cnn', 'cifar10_lt': 'wrn28_2', 'cifar100_lt': 'wrn28_2',
+                 'stl10_lt': 'wrn28_2', 'imagenet100_lt': 'wrn28_2', 'cifar10_lt_sup': 'resnet32',
+                 'cifar100_lt_sup': 'resnet32', 'imagenet_lt': 'resnet50',
+                 **{f'fmnist{v}': 'small_cnn_w16' for v in ('_lt', '_lt_uniform_u', '_lt_inverted_u', '_lt_sup', '_balanced')}}
 
 def default_arch(dataset:str, # a name in `selmix.data.DATASETS`, or any name when `image_size` is given
                  semi_supervised:bool=True, # False: the supervised CIFAR-LT setup (ResNet-32)
@@ -177,11 +179,12 @@ class TinyMLP(FeatureModel):
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, feat_dim), nn.ReLU())
         self.feat_dim, self.head = feat_dim, nn.Linear(feat_dim, num_classes)
 
-# %% ../nbs/05_models.ipynb #386d9b3c
+# %% ../nbs/05_models.ipynb #a6e0a01f
 def decode_workers()->int:
     "Processes that decode a file-backed split while the model runs: one per core but one (the main process's), at most 8."
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
+# %% ../nbs/05_models.ipynb #1a3e4100
 def _batches(split_or_x, batch_size):
     n = len(split_or_x)
     if isinstance(split_or_x, Split) and not isinstance(split_or_x.x, Tensor):   # image files: decoded in worker processes
@@ -193,6 +196,7 @@ def _batches(split_or_x, batch_size):
     get = split_or_x.images if isinstance(split_or_x, Split) else (lambda i: split_or_x[i])
     for s in range(0, n, batch_size): yield get(torch.arange(s, min(n, s + batch_size)))
 
+# %% ../nbs/05_models.ipynb #9124df7d
 @torch.no_grad()
 def _apply(fn, model, split_or_x, prepare, device, batch_size):
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -205,6 +209,7 @@ def _apply(fn, model, split_or_x, prepare, device, batch_size):
     finally: model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
+# %% ../nbs/05_models.ipynb #886ea4b6
 def extract_features(model:nn.Module, # a model with `.features`
                      split_or_x, # a `Split` or an image tensor N×C×H×W (uint8 if `prepare` normalises it)
                      prepare=None, # uint8 batch -> float batch (e.g. `bench.prepare`); None: `x.float()` as is
@@ -214,18 +219,22 @@ def extract_features(model:nn.Module, # a model with `.features`
     "Penultimate features of every sample, in eval mode, in batches, without gradients."
     return _apply(lambda m, x: m.features(x), model, split_or_x, prepare, device, batch_size)
 
+# %% ../nbs/05_models.ipynb #fbc732bf
 def predict(model:nn.Module, split_or_x, prepare=None, device='auto', batch_size:int=512)->Tensor:
     "Logits N×K of every sample, in eval mode, in batches, without gradients."
     return _apply(lambda m, x: m(x), model, split_or_x, prepare, device, batch_size)
 
-# %% ../nbs/05_models.ipynb #cce28c2a
+# %% ../nbs/05_models.ipynb #14b111de
 class _FrozenBNMixin:
     def train(self, mode:bool=True): return super().train(False)
 
 class FrozenBatchNorm1d(_FrozenBNMixin, nn.BatchNorm1d): "BatchNorm1d that stays in eval mode."
+
+# %% ../nbs/05_models.ipynb #30a4c4b3
 class FrozenBatchNorm2d(_FrozenBNMixin, nn.BatchNorm2d): "BatchNorm2d that stays in eval mode."
 _FROZEN = {nn.BatchNorm1d: FrozenBatchNorm1d, nn.BatchNorm2d: FrozenBatchNorm2d}
 
+# %% ../nbs/05_models.ipynb #734ec7c0
 def freeze_bn(model:nn.Module, # modified in place
              )->nn.Module:
     "Keep every BatchNorm layer in eval mode (running statistics used and never updated), even under `.train()`."

@@ -25,6 +25,7 @@ def _classes(p, ndim:int)->Tensor:
     if p.ndim != ndim: raise ValueError(f"predictions must have {ndim} dims (classes) or {ndim + 1} (logits), got shape {tuple(p.shape)}")
     return p.long()
 
+# %% ../nbs/09_valuation.ipynb #fc71f914
 def _check_classes(t, K, what):
     if t.numel() and (t.min() < 0 or t.max() >= K): raise ValueError(f"{what} must lie in [0, {K}), got range [{int(t.min())}, {int(t.max())}]")
 
@@ -86,6 +87,7 @@ def forgetting_symmetry(Fm, # K×K forgetting matrix (counts or rates), non-nega
     tot = (O + O.T).sum()
     return float('nan') if tot == 0 else float(1 - (O - O.T).abs().sum() / tot)
 
+# %% ../nbs/09_valuation.ipynb #481f134d
 def forgetting_sparsity(Fm, # K×K forgetting matrix, non-negative
                         mass:float=0.8, # share of the off-diagonal events to cover
                        )->float: # fraction of the K(K−1) directions needed, largest first; NaN if no events
@@ -163,6 +165,7 @@ def score_deciles(scores:Tensor, # N scores
     edges = torch.quantile(torch.as_tensor(reference).detach().double().cpu().reshape(-1), torch.arange(1, 10, dtype=torch.float64) / 10)
     return torch.searchsorted(edges, s, right=True)
 
+# %% ../nbs/09_valuation.ipynb #cbdb1dcf
 def decile_heatmap(score_a:Tensor, # N scores of the first mixed sample (weight λ)
                    score_b:Tensor, # N scores of the second mixed sample (weight 1 − λ)
                    value:Tensor, # N values to average, e.g. the score of each mixup sample
@@ -199,6 +202,7 @@ def _label_matrix(Y, K):
     Y = torch.as_tensor(Y)
     return F.one_hot(Y.long(), K).double() if Y.ndim == 1 else Y.double()
 
+# %% ../nbs/09_valuation.ipynb #c3cdb665
 def mixup_regularisers(f, # callable: B×d inputs -> B×K logits, twice differentiable in its input (torch.func-compatible)
                        X:Tensor, # n×d inputs of the anchors (e.g. penultimate features)
                        Y:Tensor, # n labels, or n×K label distributions
@@ -258,6 +262,7 @@ def _epoch_batches(n, batch_size, gen):
         order = torch.randperm(n, generator=gen)
         for s in range(0, n - bs + 1, bs): yield order[s:s + bs]
 
+# %% ../nbs/09_valuation.ipynb #cfe7ae66
 def collect_forgetting(model:nn.Module, # classifier (copied, not modified)
                        split:Split, # labeled split: `x` uint8 N×C×H×W (or a Dataset), `y` labels
                        transform, # training view: uint8 batch -> float batch (e.g. `bench.weak`)
