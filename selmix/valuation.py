@@ -203,6 +203,7 @@ def _label_matrix(Y, K):
     return F.one_hot(Y.long(), K).double() if Y.ndim == 1 else Y.double()
 
 # %% ../nbs/09_valuation.ipynb #c3cdb665
+# long cell: one 50-line function whose covariance and per-chunk terms share its locals; splitting it would change the exported code
 def mixup_regularisers(f, # callable: B×d inputs -> B×K logits, twice differentiable in its input (torch.func-compatible)
                        X:Tensor, # n×d inputs of the anchors (e.g. penultimate features)
                        Y:Tensor, # n labels, or n×K label distributions

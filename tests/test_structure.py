@@ -6,7 +6,9 @@
   define `POLICIES` agree on it;
 - reading order is import order: a notebook imports only from modules whose notebook comes before it;
 - committed outputs are clean (no error, stderr stream, widget, traceback, warning or path of the machine that ran
-  them) and current (each code cell carries the hash of the source that produced its outputs, `stamp_notebook`).
+  them) and current (each code cell carries the hash of the source that produced its outputs, `stamp_notebook`);
+- the form of the models (fastcore, nbdev): no code cell over 40 lines unless its first line says why (`# long cell:`),
+  at most two definitions per export cell, and under each public definition an example that shows a value.
 
 Each check is a function returning a list of problems, run on the repository and on crafted bad inputs."""
 import ast, json, re, warnings
@@ -313,6 +315,62 @@ def test_freshness_check_fails_on_a_stale_output(tmp_path):
     assert stamp_notebook(nb) == 2 and freshness_problems(nb) == []
     d = json.loads(nb.read_text()); d['cells'][1]['source'] = 'x + 1'; nb.write_text(json.dumps(d))   # edited, not re-run
     assert len(freshness_problems(nb)) == 1 and 'code cell 1' in freshness_problems(nb)[0] and 'changed' in freshness_problems(nb)[0]
+
+# ---------------------------------------------------------------- 5. form: short cells, one definition each, an example under it
+MAX_LINES, MAX_DEFS = 40, 2
+LONG_CELL = '# long cell:'   # a code cell that must stay long says why on its first line (after any #| directives)
+# Notebooks whose form is not redesigned yet (each leaves this list when form_problems finds nothing in it)
+FORM_PENDING = {'06_pretrain.ipynb', '10_finetune.ipynb', '11_sweep.ipynb', '13_bench.ipynb', '14_ablation.ipynb', 'report.ipynb'}
+
+def _is_export(src:str)->bool: return bool(re.search(r'^#\|\s*export\s*$', src, re.M))
+
+def definitions(src:str)->list:
+    "Names a cell defines at its top level: functions and classes, and `@patch`ed methods."
+    tree = parse(src)
+    return [] if tree is None else [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+
+def _long_cell_reason(src:str)->bool:
+    lines = [l for l in src.splitlines() if not l.startswith('#|')]
+    return bool(lines) and lines[0].startswith(LONG_CELL)
+
+def form_problems(nb_path:Path)->list:
+    """Code cells over MAX_LINES lines (unless they name their reason), export cells with more than MAX_DEFS definitions,
+    and public definitions with no example under them: a later code cell, before the next export cell, that uses the name
+    and carries an output."""
+    cells, out = code_cells(nb_path), []
+    exports = [i for i, c in enumerate(cells) if _is_export(cell_source(c))] + [len(cells)]
+    for i, c in enumerate(cells):
+        src, where = cell_source(c), f"{nb_path.name}: code cell {i} (id {c.get('id')})"
+        if len(src.splitlines()) > MAX_LINES and not _long_cell_reason(src): out.append(f"{where} has {len(src.splitlines())} lines")
+        if i not in exports: continue
+        names = definitions(src)
+        if len(names) > MAX_DEFS: out.append(f"{where} exports {len(names)} definitions: {', '.join(names)}")
+        below = cells[i + 1:next(j for j in exports if j > i)]
+        for n in (n for n in names if not n.startswith('_')):
+            if not any(re.search(rf'\b{re.escape(n)}\b', cell_source(e)) and e.get('outputs') for e in below):
+                out.append(f"{where}: {n} has no example with a shown value under it")
+    return out
+
+def test_notebooks_have_the_form_of_the_models():
+    problems = [p for nb in reading_order(NBS) if nb.name not in FORM_PENDING for p in form_problems(nb)]
+    assert not problems, '\n'.join(problems)
+
+def test_the_form_exemptions_only_name_notebooks_that_need_them():
+    assert FORM_PENDING <= {p.name for p in NBS.glob('*.ipynb')}
+    done = {n for n in FORM_PENDING if not form_problems(NBS/n)}
+    assert not done, f"these meet the form now: remove {sorted(done)} from FORM_PENDING"
+
+def test_form_check_catches_long_cells_crowded_exports_and_missing_examples(tmp_path):
+    long_src = '\n'.join(f'x{i} = {i}' for i in range(41))
+    nb = _nb(tmp_path/'01_a.ipynb', (long_src, OUT), ('#| export\ndef f(): pass\ndef g(): pass\ndef h(): pass', []),
+             ('f()', OUT), ('g()', []), ('#| export\nclass A: pass', []), ('A', OUT), ('#| export\ndef k(): pass', []))
+    got = form_problems(nb)
+    assert len(got) == 5 and 'code cell 0 (id c0) has 41 lines' in got[0] and 'exports 3 definitions' in got[1], got
+    assert [p.split(': ')[-1] for p in got[2:]] == ['g has no example with a shown value under it',
+                                                   'h has no example with a shown value under it', 'k has no example with a shown value under it']
+    ok = _nb(tmp_path/'02_b.ipynb', (f'{LONG_CELL} one table of the paper\n' + long_src, OUT),
+             ('#| export\ndef f(): pass\ndef _helper(): pass', []), ('test_eq(f(), None)\nf()', OUT), ('#| exporti\ndef _g(): pass', []))
+    assert form_problems(ok) == []
 
 if __name__ == '__main__':   # `python tests/test_structure.py NB...`: stamp notebooks just executed (make notebooks does)
     import sys
