@@ -15,7 +15,7 @@ __all__ = ['REPORTED', 'POINT_KEYS', 'TARGETS', 'run_row', 'load_run_table', 'ex
 # %% ../nbs/14_ablation.ipynb #1178ba6f
 from .results import paired_interval, point_params   # one implementation of each, in 12_results
 
-# %% ../nbs/14_ablation.ipynb #5486edaf
+# %% ../nbs/14_ablation.ipynb #813c3df5
 REPORTED = ('min_recall', 'mean_recall', 'min_coverage', 'h_mean', 'g_mean', 'min_ht_recall')
 
 def run_row(m:dict)->dict:
@@ -30,6 +30,7 @@ def run_row(m:dict)->dict:
     for k in ('min_recall', 'mean_recall', 'min_coverage'): row['val_' + k] = float(val[k]) if k in val else np.nan
     return row
 
+# %% ../nbs/14_ablation.ipynb #209d3e0d
 def load_run_table(runs_dir, # folder searched recursively for metrics.json
                   )->pd.DataFrame:
     "Every run under `runs_dir`, one row each (see `run_row`)."
@@ -37,6 +38,7 @@ def load_run_table(runs_dir, # folder searched recursively for metrics.json
     if not rows: raise FileNotFoundError(f"no metrics.json under {runs_dir}")
     return pd.DataFrame(rows)
 
+# %% ../nbs/14_ablation.ipynb #9af712e9
 def export_run_table(runs_dir, # a sweep's folder, e.g. runs/ablation
                      out_csv, # destination, e.g. data/results/ablation_runs.csv
                     )->pd.DataFrame:
@@ -48,9 +50,8 @@ def export_run_table(runs_dir, # a sweep's folder, e.g. runs/ablation
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True); df.to_csv(out_csv, index=False)
     return df
 
-# %% ../nbs/14_ablation.ipynb #a6fd68fd
+# %% ../nbs/14_ablation.ipynb #cbef37a0
 POINT_KEYS = ('dataset', 'objective', 'policy', 'protocol', 'seed', 'finetune_steps')   # what every ablation point names
-TARGETS = dict(min_recall=('min_recall',), mean_recall_min_coverage=('mean_recall', 'min_coverage'))
 
 def flip_label(run:str, base:pd.Series)->str|None:
     "'field: base value→new value' for a run that flips one field of the released base, the paper bundle, or None (base)."
@@ -58,6 +59,9 @@ def flip_label(run:str, base:pd.Series)->str|None:
     extra = sorted(set(p) - set(POINT_KEYS))
     if not extra: return 'protocol: released→paper' if p.get('protocol') == 'paper' else None
     return ' + '.join(f"{k}: {base.get('fc_' + k)}→{p[k]}" for k in extra)
+
+# %% ../nbs/14_ablation.ipynb #5aa1e0ac
+TARGETS = dict(min_recall=('min_recall',), mean_recall_min_coverage=('mean_recall', 'min_coverage'))
 
 def ablation_table(df:pd.DataFrame, # from `load_run_table` (with the `run` folder names)
                    targets:dict=TARGETS, # objective -> test metrics to compare
