@@ -27,13 +27,14 @@ def run_notebook()->Path:
     import selmix   # works from this notebook as well as from the exported module
     return Path(selmix.__file__).resolve().parent.parent/'nbs'/'run.ipynb'
 
-# %% ../nbs/11_sweep.ipynb #2b6d1dc1
+# %% ../nbs/11_sweep.ipynb #3607ead4
 def _subgrids(grid)->list[dict]:
     if isinstance(grid, dict): grid = [grid]
     if not isinstance(grid, (list, tuple)) or not all(isinstance(g, dict) for g in grid) or not grid:
         raise ValueError(f"a grid is a mapping parameter -> value(s) or a non-empty list of such mappings, got {grid!r}")
     return [{k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in g.items()} for g in grid]
 
+# %% ../nbs/11_sweep.ipynb #bcc8b58e
 def expand_grid(grid, # dict parameter -> value or list of values, or a list of such dicts (a union)
                )->list[dict]: # the grid points, in order, without duplicates
     "All points of a grid (Cartesian product of each sub-grid, union over sub-grids)."
@@ -59,61 +60,68 @@ def point_id(point:dict, # one grid point, parameter -> value
     if not point: raise ValueError("a grid point needs at least one parameter")
     return '__'.join(f"{k}={_fmt(v)}" for k, v in sorted(point.items()))
 
-# %% ../nbs/11_sweep.ipynb #b4f79292
+# %% ../nbs/11_sweep.ipynb #1d33e0c7
 SEEDS = [0, 1, 2, 3, 4]
 _T2_C10 = ['mean_recall', 'min_recall', 'h_mean', 'g_mean', 'mean_recall_min_coverage']
 _T2_C100 = ['mean_recall', 'min_ht_recall', 'h_mean', 'g_mean', 'mean_recall_min_ht_coverage']
 _K2 = ['mean_recall_min_coverage', 'min_recall', 'mean_recall']
 _S = [0.1, 1.0, 10.0, 100.0]
 _S_NORM = [1.0, 3.0, 10.0, 30.0]   # s on G/max|G| (s_scale='max_abs')
-_SMOKE = dict(pretrain_method='la', pretrain_steps=100, finetune_steps=20)   # run.ipynb's own smoke pre-training
 
+# %% ../nbs/11_sweep.ipynb #b1b82dfb
 def _sel(**kw): return dict(policy='selmix', s=10.0, seed=SEEDS) | kw
 
-# Protocol ablation on the embedded benchmark: the released code's choices, then one flipped at a time, then the paper's
-_FLIPS = dict(leak_oracle_partners=False, coverage_norm=False, gain_formula='exact', gain_confusion='soft', omega=40.0,
-              beta=0.5, momentum=0.9, freeze_bn_affine=False, bias_decay=True, frozen=True)   # the leaks and gain choices first
-_NO_EFFECT = dict(min_recall=('coverage_norm',), mean_recall_min_coverage=('beta', 'omega'))   # fields the objective never reads
-def _ablation(objective):
-    base = dict(dataset='mnist_lt', objective=objective, policy='selmix', protocol='released', seed=SEEDS)
-    return [base, base | dict(protocol='paper')] + [base | {k: v} for k, v in _FLIPS.items() if k not in _NO_EFFECT[objective]]
-# Data-valuation policies (forgetting events, hard pools) against SelMix: objective-agnostic, so one run serves every objective
-_VAL_LAM = dict(lam_schedule='constant', loss='regmixup')   # the best of the `schedules` grid on validation (15_valuation_study)
-_VAL_OBJ = ['min_recall', 'mean_recall', 'mean_recall_min_coverage']
-def _valuation(**lam):
-    return [dict(dataset='mnist_lt', policy='selmix', protocol='paper', objective=_VAL_OBJ, seed=SEEDS, **lam),   # = ablation's paper runs
-            dict(dataset='mnist_lt', policy=['forgetting', 'hard_pool', 'uniform'], objective='mean_recall', seed=SEEDS, **lam)]
-
-# fmnist_lt, CIFAR-10-LT's splits on Fashion-MNIST (a CPU): first the tuning grids, on validation only (seed 0), the
-# same 3 learning rates × 2 lengths for every arm; then s for SelMix, raw and on G/max|G|; then the evidence, seed by seed
+# %% ../nbs/11_sweep.ipynb #f466ff5c
 FMNIST_SEEDS = list(range(10))
 T2_FMNIST = ['mean_recall', 'min_recall', 'h_mean', 'g_mean', 'mean_recall_min_coverage', 'h_mean_min_coverage']
+_FM = dict(dataset='fmnist_lt')
+
+# %% ../nbs/11_sweep.ipynb #f2971df2
 TUNE_LR, TUNE_STEPS = [1e-3, 3e-3, 1e-2], [500, 1500]
 TUNE_ARMS = dict(selmix=dict(policy='selmix'), uniform=dict(policy='uniform'),
                  cost_sensitive=dict(method='cost_sensitive'), logit_adjusted=dict(method='logit_adjusted'))
-_FM = dict(dataset='fmnist_lt')
+
+# %% ../nbs/11_sweep.ipynb #da8f777a
 def _fmnist_tuning(): return [_FM | dict(objective='min_recall', seed=0, lr=TUNE_LR, finetune_steps=TUNE_STEPS) | a for a in TUNE_ARMS.values()]
+
+# %% ../nbs/11_sweep.ipynb #fc7b8c87
 def _fmnist_tuning_s():   # at the lr and steps `selmix.finetune.TUNED` holds for SelMix (the first grid's choice)
     return [_FM | dict(objective='min_recall', policy='selmix', seed=0, s=s, s_scale=k) for s, k in ((_S, 'raw'), (_S_NORM, 'max_abs'))]
+
+# %% ../nbs/11_sweep.ipynb #d1f930bd
 def _fmnist_evidence(seeds):   # one seed's runs after another: a stopped sweep leaves whole seeds behind it
     return [_FM | g | dict(seed=seed) for seed in seeds for g in (
         dict(method='plugin', objective=T2_FMNIST), dict(policy='selmix', objective=T2_FMNIST),
         dict(policy='uniform', objective='mean_recall'), dict(method='logit_adjusted', objective='mean_recall'),
         dict(method='cost_sensitive', objective=T2_FMNIST), dict(policy='greedy', objective=_K2))]
 
+# %% ../nbs/11_sweep.ipynb #8c7b2706
 GRIDS = dict(
-    # the embedded preset's lr and steps the same way: the same six points per arm, on validation
+    # the embedded preset's lr and steps the same way as fmnist_lt's below: the same six points per arm, on validation
     embedded_tuning=[dict(dataset='mnist_lt', objective='min_recall', seed=0, lr=TUNE_LR, finetune_steps=[200, 400]) | a for a in TUNE_ARMS.values()],
-    fmnist_tuning=_fmnist_tuning(), fmnist_tuning_s=_fmnist_tuning_s(), fmnist_evidence=_fmnist_evidence(FMNIST_SEEDS),
+    fmnist_tuning=_fmnist_tuning(), fmnist_tuning_s=_fmnist_tuning_s(),
+)
+
+# %% ../nbs/11_sweep.ipynb #8a4e9d2a
+GRIDS |= dict(
+    fmnist_evidence=_fmnist_evidence(FMNIST_SEEDS),
     # the pre-training length on validation (seed 0; 12000 steps is twice the CPU budget, run to see what it would buy)
     fmnist_pretrain_length=[_FM | dict(method='plugin', objective='mean_recall', seed=0, pretrain_steps=[3000, 6000, 12000])],
     # the reference: the same backbone trained supervised on balanced data (every training image labeled); no fine-tuning
     fmnist_reference=[dict(dataset='fmnist_balanced', method='plugin', objective='mean_recall', seed=[0, 1, 2])],
+)
+
+# %% ../nbs/11_sweep.ipynb #d1edb04d
+GRIDS |= dict(
     paper_table2=[_sel(dataset='cifar10_lt', objective=_T2_C10), _sel(dataset='cifar100_lt', objective=_T2_C100)],
     # supervised (Alg. 2): standard LT training sets, MiSLAS-style mixup pre-training, labeled partners only
     paper_table3=[_sel(dataset='cifar10_lt_sup', objective=_T2_C10), _sel(dataset='cifar100_lt_sup', objective=_T2_C100)],
     policies=[_sel(dataset='cifar10_lt', objective=_K2, policy=['uniform', 'greedy', 'selmix'])],
     temperature=[_sel(dataset='cifar10_lt', objective='min_recall', s=_S)],
+)
+
+# %% ../nbs/11_sweep.ipynb #fc6a262f
+GRIDS |= dict(
     embedded=[_sel(dataset='mnist_lt', objective=_T2_C10 + ['min_ht_recall']),
               _sel(dataset='mnist_lt', objective=_K2, policy=['uniform', 'greedy']),
               _sel(dataset='mnist_lt', objective='min_recall', s=_S),
@@ -125,22 +133,52 @@ GRIDS = dict(
               # the coverage constraint: a higher ceiling of its multipliers, a sharper temperature
               _sel(dataset='mnist_lt', objective='mean_recall_min_coverage', lambda_max=1000.0),
               _sel(dataset='mnist_lt', objective='mean_recall_min_coverage', tau=0.001)],
+)
+
+# %% ../nbs/11_sweep.ipynb #68398226
+# Protocol ablation on the embedded benchmark: the released code's choices, then one flipped at a time, then the paper's
+_FLIPS = dict(leak_oracle_partners=False, coverage_norm=False, gain_formula='exact', gain_confusion='soft', omega=40.0,
+              beta=0.5, momentum=0.9, freeze_bn_affine=False, bias_decay=True, frozen=True)   # the leaks and gain choices first
+_NO_EFFECT = dict(min_recall=('coverage_norm',), mean_recall_min_coverage=('beta', 'omega'))   # fields the objective never reads
+def _ablation(objective):
+    base = dict(dataset='mnist_lt', objective=objective, policy='selmix', protocol='released', seed=SEEDS)
+    return [base, base | dict(protocol='paper')] + [base | {k: v} for k, v in _FLIPS.items() if k not in _NO_EFFECT[objective]]
+
+# %% ../nbs/11_sweep.ipynb #500fb433
+GRIDS |= dict(
     ablation=_ablation('min_recall') + _ablation('mean_recall_min_coverage')
              + [dict(dataset='mnist_lt', objective='min_recall', policy='selmix', protocol=['released', 'paper'],
                      finetune_steps=400, seed=SEEDS)],   # twice the embedded preset's steps: does the conclusion hold?
+)
+
+# %% ../nbs/11_sweep.ipynb #7b081484
+# Data-valuation policies (forgetting events, hard pools) against SelMix: objective-agnostic, so one run serves every objective
+_VAL_LAM = dict(lam_schedule='constant', loss='regmixup')   # the best of the `schedules` grid on validation (15_valuation_study)
+_VAL_OBJ = ['min_recall', 'mean_recall', 'mean_recall_min_coverage']
+def _valuation(**lam):
+    return [dict(dataset='mnist_lt', policy='selmix', protocol='paper', objective=_VAL_OBJ, seed=SEEDS, **lam),   # = ablation's paper runs
+            dict(dataset='mnist_lt', policy=['forgetting', 'hard_pool', 'uniform'], objective='mean_recall', seed=SEEDS, **lam)]
+
+# %% ../nbs/11_sweep.ipynb #c85af4c0
+GRIDS |= dict(
     # λ schedules and RegMixUp on validation (plain mixup pairs), to choose _VAL_LAM; then the valuation comparison
     schedules=[dict(dataset='mnist_lt', policy='uniform', objective='mean_recall', lam_schedule='uniform', loss='mixup', seed=[0, 1]),
                dict(dataset='mnist_lt', policy='uniform', objective='mean_recall', lam_schedule=['uniform', 'constant', 'sine', 'tanh'],
                     loss='regmixup', seed=[0, 1])],
     valuation=_valuation() + _valuation(**_VAL_LAM)
               + [dict(dataset='mnist_lt', policy='hard_pool', objective='mean_recall', eta=[0.1, 1.0], seed=SEEDS)],  # η sweep
+)
+
+# %% ../nbs/11_sweep.ipynb #ded9bc13
+_SMOKE = dict(pretrain_method='la', pretrain_steps=100, finetune_steps=20)   # run.ipynb's own smoke pre-training
+GRIDS |= dict(
     # five tiny runs for tests (one seed, so one short cached pre-training)
     smoke=[_sel(dataset='mnist_lt', objective=['min_recall', 'mean_recall'], seed=0, **_SMOKE),
            _sel(dataset='mnist_lt', objective='min_recall', seed=0, policy='uniform', **_SMOKE),
            dict(dataset='mnist_lt', objective='min_recall', seed=0, method=['cost_sensitive', 'plugin'], **_SMOKE)],
 )
 
-# %% ../nbs/11_sweep.ipynb #b63b1c56
+# %% ../nbs/11_sweep.ipynb #5ee9f89c
 def load_grid(spec, # a ready-made grid name (see GRIDS), a path to a YAML file, or a grid itself
              )->tuple: # (name, grid)
     "Resolve a grid specification to `(name, grid)`."
@@ -153,14 +191,7 @@ def load_grid(spec, # a ready-made grid name (see GRIDS), a path to a YAML file,
         return p.stem, grid
     raise ValueError(f"unknown grid {spec!r}: use one of {sorted(GRIDS)} or the path of an existing .yaml/.yml file")
 
-def parse_param(s:str, # 'key=v1,v2,...'
-               )->tuple: # (key, [values]) with YAML-typed values
-    "Parse one `--param key=v1,v2` override."
-    key, sep, vals = s.partition('=')
-    if not sep or not key.strip() or not vals.strip():
-        raise ValueError(f"--param expects key=value[,value...], got {s!r}")
-    return key.strip(), [_scalar(v.strip()) for v in vals.split(',')]
-
+# %% ../nbs/11_sweep.ipynb #564f8b36
 def _scalar(v:str):
     "YAML scalar, with '1e1'-style numbers (strings in YAML 1.1) read as floats."
     x = yaml.safe_load(v)
@@ -169,13 +200,23 @@ def _scalar(v:str):
         except ValueError: pass
     return x
 
+# %% ../nbs/11_sweep.ipynb #c3f997f3
+def parse_param(s:str, # 'key=v1,v2,...'
+               )->tuple: # (key, [values]) with YAML-typed values
+    "Parse one `--param key=v1,v2` override."
+    key, sep, vals = s.partition('=')
+    if not sep or not key.strip() or not vals.strip():
+        raise ValueError(f"--param expects key=value[,value...], got {s!r}")
+    return key.strip(), [_scalar(v.strip()) for v in vals.split(',')]
+
+# %% ../nbs/11_sweep.ipynb #f25650e6
 def override(grid, # a grid (dict or list of dicts)
              params:dict, # parameter -> list of values, set in every sub-grid
             )->list[dict]:
     "Replace (or add) parameters in every sub-grid."
     return [g | params for g in _subgrids(grid)]
 
-# %% ../nbs/11_sweep.ipynb #aebe27e9
+# %% ../nbs/11_sweep.ipynb #0c729b82
 def is_complete(out_dir, # a run folder
                )->bool:
     "Whether `out_dir/metrics.json` exists, parses, and holds fine-tuned results."
@@ -183,6 +224,7 @@ def is_complete(out_dir, # a run folder
     try: return isinstance(m := json.loads(f.read_text()), dict) and 'finetuned' in m
     except (OSError, ValueError): return False
 
+# %% ../nbs/11_sweep.ipynb #7f2399d7
 def run_point(point:dict, # parameters for the notebook (a grid point)
               out_dir, # the run folder: gets run.ipynb, metrics.json (written by the notebook), error.txt on failure
               notebook=None, # the notebook to execute, default `run_notebook()`
@@ -206,7 +248,7 @@ def run_point(point:dict, # parameters for the notebook (a grid point)
     return dict(id=out_dir.name, out_dir=str(out_dir), status='failed' if error else 'done', error=error,
                 seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/11_sweep.ipynb #79c1718f
+# %% ../nbs/11_sweep.ipynb #09bdad43
 @dataclass
 class SweepResult:
     "What a sweep did: run folders done now, skipped (already complete), failed (with errors and logs) or submitted."
@@ -235,6 +277,7 @@ class SweepResult:
         return dict(name=self.name, executor=self.executor, done=self.done, skipped=self.skipped, failed=self.failed,
                     submitted=self.submitted, jobs=self.jobs, points=self.points)
 
+# %% ../nbs/11_sweep.ipynb #5426855e
 _THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
 
 @contextmanager
@@ -251,6 +294,7 @@ def _kernel_env(**env):
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
+# %% ../nbs/11_sweep.ipynb #f6f7246c
 def check_params(points:list, # grid points
                  notebook=None, # default `run_notebook()`
                 ):
@@ -269,10 +313,12 @@ def committed_runs(paths)->set:
     files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     return {r for f in files if f.exists() for r in pd.read_csv(f, usecols=['run']).run}
 
-# %% ../nbs/11_sweep.ipynb #d81b2b08
+# %% ../nbs/11_sweep.ipynb #4b95aab2
 EXECUTORS = ('local', 'submitit-local', 'debug', 'slurm')   # 'local': threads here; the others: submitit (see below)
 _SUBMITIT = {'submitit-local': 'local', 'debug': 'debug', 'slurm': 'slurm'}
 
+# %% ../nbs/11_sweep.ipynb #3e908151
+# long cell: one function, the local sweep, which cells cannot split
 def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / list of dicts)
               name:str|None=None, # folder under runs_dir; default the grid's name ('sweep' for an in-memory grid)
               workers:int=1, # parallel runs
@@ -322,7 +368,7 @@ def run_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / 
     atomic_write_json(res.record(), res.out_dir/'sweep.json')
     return res
 
-# %% ../nbs/11_sweep.ipynb #a5348de1
+# %% ../nbs/11_sweep.ipynb #95c84c82
 # per dataset family and stage: GPUs, processes (tasks), CPUs per task, memory (GB), time limit (minutes)
 RESOURCES = {
     'embedded': dict(pretrain=dict(gpus=0, tasks=1, cpus=2, mem=8, time=60),
@@ -333,6 +379,7 @@ RESOURCES = {
                      finetune=dict(gpus=1, tasks=1, cpus=16, mem=128, time=360)),
 }
 
+# %% ../nbs/11_sweep.ipynb #1ebf06de
 def _family(dataset:str)->str:
     return 'embedded' if dataset.startswith(('mnist', 'fmnist')) else 'imagenet' if dataset.startswith('imagenet') else 'gpu'
 
@@ -354,7 +401,7 @@ def job_resources(dataset:str, # the dataset of the job's points
     if stage == 'pretrain': r['tasks'] = max(1, r['gpus']) if r['gpus'] > 1 else 1   # one DDP process per GPU
     return r
 
-# %% ../nbs/11_sweep.ipynb #fa7ad665
+# %% ../nbs/11_sweep.ipynb #e43703f9
 def notebook_defaults(notebook=None, # default `run_notebook()`
                      )->dict: # parameter -> default value (as written in its `parameters` cell)
     "The defaults of the run notebook's parameters, read with papermill (no kernel)."
@@ -365,6 +412,7 @@ def notebook_defaults(notebook=None, # default `run_notebook()`
         except (ValueError, SyntaxError): out[k] = v['default']
     return out
 
+# %% ../nbs/11_sweep.ipynb #d280abaa
 def point_pretrain_config(point:dict, # a grid point
                           defaults:dict|None=None, # the notebook's defaults (see `notebook_defaults`)
                           bench=None, # the loaded benchmark, needed only to turn `pretrain_epochs` into steps
@@ -382,6 +430,7 @@ def point_pretrain_config(point:dict, # a grid point
         cfg = pretrain_config(ds, **kw, steps=epochs*math.ceil(len(bench.labeled)/cfg.batch_size))
     return ds, kw['seed'], cfg, epochs
 
+# %% ../nbs/11_sweep.ipynb #c7935d8a
 def pretrain_key(point:dict, defaults:dict|None=None)->str:
     "Points with the same key need the same pre-trained model (its `config_hash`, with the split named by dataset and seed)."
     from types import SimpleNamespace
@@ -391,6 +440,7 @@ def pretrain_key(point:dict, defaults:dict|None=None)->str:
     stand_in = SimpleNamespace(name=ds, split_hash=f'{ds}/seed={seed}', image_size=None)
     return config_hash(stand_in, cfg) + ('' if epochs is None else f'-epochs{epochs}')
 
+# %% ../nbs/11_sweep.ipynb #53e41752
 @dataclass
 class ClusterJob:
     "One job of a cluster sweep: a pre-training, or an array of fine-tuning runs (one task per grid point)."
@@ -404,6 +454,7 @@ class ClusterJob:
     @property
     def size(self)->int: return len(self.points)
 
+# %% ../nbs/11_sweep.ipynb #61ac2124
 @dataclass
 class SweepPlan:
     "The jobs a cluster sweep submits, in order (pre-training first), and the points it skips."
@@ -427,6 +478,7 @@ class SweepPlan:
         return '\n'.join(lines)
     __repr__ = summary
 
+# %% ../nbs/11_sweep.ipynb #50bf5b46
 def plan_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / list of dicts)
                name:str|None=None, # folder under runs_dir; default the grid's name
                runs_dir=None, # default `runs_root()`
@@ -460,7 +512,7 @@ def plan_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict /
                               job_resources(ds, 'finetune', **resources)))
     return SweepPlan(name or gname, out_dir, pre + fin, skipped)
 
-# %% ../nbs/11_sweep.ipynb #076d9bca
+# %% ../nbs/11_sweep.ipynb #51ca5bfc
 def slurm_parameters(jobs:list, # `ClusterJob`s submitted together (see `SweepPlan.submissions`)
                      dependency:str|None=None, # Slurm job id this submission waits for (afterok)
                      array_parallelism:int=256, # tasks of an array running at once
@@ -475,6 +527,7 @@ def slurm_parameters(jobs:list, # `ClusterJob`s submitted together (see `SweepPl
     kw['slurm_additional_parameters'] = dict(dependency=f'afterok:{dependency}') if dependency else {}
     return kw
 
+# %% ../nbs/11_sweep.ipynb #58fe7fcf
 def sbatch_script(jobs:list, # `ClusterJob`s submitted together
                   folder, # submitit's log folder
                   dependency:str|None=None, # the id (or a placeholder) of the job it waits for
@@ -491,16 +544,14 @@ def sbatch_script(jobs:list, # `ClusterJob`s submitted together
     if dependency: kw['additional_parameters'] = dict(dependency=f'afterok:{dependency}')
     return _make_sbatch_string(command=f"{sys.executable} -u -m submitit.core._submit {folder}", folder=folder, **kw)
 
-# %% ../nbs/11_sweep.ipynb #83779a0e
+# %% ../nbs/11_sweep.ipynb #bac6d940
 class _Checkpointable:
     "submitit requeues a timed-out job whose callable has `checkpoint`; calling it again resumes (from `last.pt`)."
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission
         return DelayedSubmission(self, *args, **kwargs)
 
-def _thread_env(threads):
-    return {v: threads for v in _THREAD_VARS} if threads else {}
-
+# %% ../nbs/11_sweep.ipynb #d4011e8f
 class PretrainJob(_Checkpointable):
     "A cluster job that makes sure the pre-trained model of `point` is in the checkpoint cache."
     def __call__(self, point:dict, notebook=None, threads:int|None=None)->dict:
@@ -521,6 +572,10 @@ class PretrainJob(_Checkpointable):
                     seconds=round(time.time() - t0, 1), trained_by=model.pretrain_record.get('trained_by'),
                     pid=os.getpid())
 
+# %% ../nbs/11_sweep.ipynb #d0ca0836
+def _thread_env(threads):
+    return {v: threads for v in _THREAD_VARS} if threads else {}
+
 class FinetuneJob(_Checkpointable):
     "A cluster job that runs the notebook for one grid point (a failed run raises, so the job is marked failed)."
     def __call__(self, point:dict, out_dir, notebook=None, threads:int|None=None)->dict:
@@ -529,7 +584,7 @@ class FinetuneJob(_Checkpointable):
         if r['status'] != 'done': raise RuntimeError(f"run {r['id']} failed: {r['error']}")
         return r
 
-# %% ../nbs/11_sweep.ipynb #d1b241b7
+# %% ../nbs/11_sweep.ipynb #87fbe29b
 def _finished(t:dict)->str|None:
     "Wait for the submitit job of task record `t` (once) and record its outcome; its error, or None if it succeeded."
     if t['state'] == 'SUBMITTED':
@@ -539,6 +594,8 @@ def _finished(t:dict)->str|None:
         if e is None and t['kind'] == 'pretrain': t['result'] = t['_job'].result()
     return t.get('error')
 
+# %% ../nbs/11_sweep.ipynb #b9524f62
+# long cell: one function, the cluster submission, which cells cannot split
 def submit_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict / list of dicts)
                  executor:str='slurm', # 'slurm', 'submitit-local' (one process per job) or 'debug' (in this process)
                  name:str|None=None, runs_dir=None, params:dict|None=None, notebook=None,
@@ -595,6 +652,7 @@ def submit_sweep(grid, # ready-made name (see GRIDS), YAML path, or a grid (dict
     return res
 
 # %% ../nbs/11_sweep.ipynb #ad841b92
+# long cell: one function, the command line's parser and dispatch, which cells cannot split
 def main(argv=None):
     "Command-line entry point: `python -m selmix.sweep <grid> [--executor E] [--name N] [--workers N] [--param k=v1,v2 ...]`."
     ap = argparse.ArgumentParser(prog='python -m selmix.sweep', description=main.__doc__)

@@ -320,7 +320,7 @@ def test_freshness_check_fails_on_a_stale_output(tmp_path):
 MAX_LINES, MAX_DEFS = 40, 2
 LONG_CELL = '# long cell:'   # a code cell that must stay long says why on its first line (after any #| directives)
 # Notebooks whose form is not redesigned yet (each leaves this list when form_problems finds nothing in it)
-FORM_PENDING = {'06_pretrain.ipynb', '10_finetune.ipynb', '11_sweep.ipynb', '13_bench.ipynb', 'report.ipynb'}
+FORM_PENDING = {'06_pretrain.ipynb', '10_finetune.ipynb', '13_bench.ipynb', 'report.ipynb'}
 
 def _is_export(src:str)->bool: return bool(re.search(r'^#\|\s*export\s*$', src, re.M))
 
