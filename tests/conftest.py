@@ -25,13 +25,3 @@ def smoke_sweep(tmp_path_factory):
         else: os.environ['SELMIX_DATA'] = before
     record = json.loads((tmp/'runs'/'smoke'/'sweep.json').read_text())   # as the sweep left it (a resubmission rewrites it)
     return SimpleNamespace(root=root, runs=tmp/'runs', result=res, record=record)
-
-
-SMOKE_FILES = {'test_cluster', 'test_report'}   # the two files that read the `smoke_sweep` fixture
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's `--dist loadgroup` (tests/run_all.py) every file's tests stay on one worker, so its module
-    fixtures are made once, and the two files that share the smoke sweep run on the same worker, so it runs once."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group('smoke' if item.path.stem in SMOKE_FILES else item.path.stem))

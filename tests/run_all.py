@@ -56,13 +56,11 @@ def run_notebooks(path=None, n_workers=2):
     return [f.name for f in files if f.name not in failed], sorted(failed)
 
 
-def run_pytest(workers=2):
-    """Run pytest on tests/ in `workers` processes (pytest-xdist; a file's tests stay together, see conftest.py);
-    return (passed, failed) counts from its JUnit report."""
+def run_pytest():
+    "Run pytest on tests/; return (passed, failed) counts from its JUnit report."
     with tempfile.TemporaryDirectory() as d:
         xml = Path(d)/'junit.xml'
-        r = subprocess.run([str(BIN/'pytest'), '-q', '-p', 'no:cacheprovider', '-n', str(workers), '--dist', 'loadgroup',
-                            f'--junitxml={xml}', 'tests'], cwd=ROOT)
+        r = subprocess.run([str(BIN/'pytest'), '-q', '-p', 'no:cacheprovider', f'--junitxml={xml}', 'tests'], cwd=ROOT)
         if r.returncode == 5: return 0, 0  # no tests collected
         if not xml.exists(): return 0, 1
         suites = list(ET.parse(xml).getroot().iter('testsuite'))
