@@ -14,6 +14,7 @@ from selmix.data import load_benchmark
 from selmix.models import get_model
 from selmix import pretrain as P
 
+REPO = Path(__file__).resolve().parents[1]
 REFERENCE_COMMIT = '6f289e9'   # the first release's pre-training loop
 CASES = {'fixmatch_la': dict(method='fixmatch_la', threshold=0.2), 'mixup': dict(method='mixup'), 'la': dict(method='la')}
 
@@ -49,8 +50,8 @@ def bench(): return load_benchmark('mnist_lt', seed=0)
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory)->dict:
     "The three short runs trained by commit 6f289e9's `selmix` on this machine (skipped in a clone without that commit)."
-    repo, d = Path(__file__).resolve().parents[1], tmp_path_factory.mktemp('first_release')
-    arch = subprocess.run(['git', 'archive', REFERENCE_COMMIT, 'selmix', 'settings.ini'], cwd=repo, capture_output=True)
+    d = tmp_path_factory.mktemp('first_release')
+    arch = subprocess.run(['git', 'archive', REFERENCE_COMMIT, 'selmix', 'settings.ini'], cwd=REPO, capture_output=True)
     if arch.returncode: pytest.skip(f"commit {REFERENCE_COMMIT} is not in this clone: {arch.stderr.decode().strip()[:100]}")
     tarfile.open(fileobj=io.BytesIO(arch.stdout)).extractall(d)
     env = os.environ | dict(PYTHONPATH=str(d), SELMIX_DATA=str(data_root()))   # its package first; the same digits
@@ -61,7 +62,7 @@ def reference(tmp_path_factory)->dict:
 
 def test_the_reference_is_the_first_release():
     "The control: the reference really is other code (no Prefetcher, per-tensor EMA), not this checkout's selmix."
-    d = subprocess.run(['git', 'show', f'{REFERENCE_COMMIT}:selmix/pretrain.py'], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    d = subprocess.run(['git', 'show', f'{REFERENCE_COMMIT}:selmix/pretrain.py'], cwd=REPO, capture_output=True, text=True)
     if d.returncode: pytest.skip(f"commit {REFERENCE_COMMIT} is not in this clone")
     assert 'class Prefetcher' not in d.stdout and '_foreach_' not in d.stdout and 'class Prefetcher' in Path(P.__file__).read_text()
 
