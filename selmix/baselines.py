@@ -176,7 +176,7 @@ def fit_plugin(probs_val, # N×K validation probabilities
                iters:int=50, # Frank-Wolfe / multiplier steps
                sweeps:int=3, # coordinate-ascent passes over the classes
                candidates:int=128, # offsets tried per class and pass
-               **objective_hp, # hyper-parameters of `get_objective` (alpha, omega, tau, lambda_max, beta, eps)
+               **objective_hp, # hyper-parameters of `get_objective` (alpha, omega, coverage_tau, lambda_max, beta, eps)
               )->PluginClassifier:
     "Fit argmax(p @ G) on validation: Lagrangian plug-in iterates, the best one refined by per-class offsets."
     P, y = check_probs(probs_val, y_val, num_classes)
@@ -194,7 +194,7 @@ def fit_plugin(probs_val, # N×K validation probabilities
         history.append(rec)
         if key > best[0]: best = (key, G)   # coordinate ascent only accepts improvements of its start
     G = best[1]
-    hp = {k: getattr(obj, k) for k in ('alpha', 'omega', 'tau', 'lambda_max', 'beta', 'eps')}
+    hp = {k: getattr(obj, k) for k in ('alpha', 'omega', 'coverage_tau', 'lambda_max', 'beta', 'eps')}
     C = confusion_matrix(y, plugin_rule(P, G), num_classes)
     val = dict(value=float(obj.value(C)), constraints=obj.constraints(C).tolist(), feasible=rank_key(obj, C)[0] == 0)
     return PluginClassifier(G, objective, hp, val, history)

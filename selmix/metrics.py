@@ -153,7 +153,7 @@ _SPEC = dict(mean_recall=('mean', None), min_recall=('min', None), g_mean=('g', 
              h_mean_min_ht_coverage=('h', 'ht'))
 
 # %% ../nbs/01_metrics.ipynb #965bec31
-HYPERPARAMS = dict(alpha=0.95, omega=50., tau=0.01, lambda_max=100., beta=0., eps=None)
+HYPERPARAMS = dict(alpha=0.95, omega=50., coverage_tau=0.01, lambda_max=100., beta=0., eps=None)
 
 # %% ../nbs/01_metrics.ipynb #8cc2eb5f
 def _group_matrix(kind, K):
@@ -166,10 +166,10 @@ def _group_matrix(kind, K):
 # %% ../nbs/01_metrics.ipynb #b5a0c365
 class Objective:
     "A metric ψ(C), its surrogate with Lagrange multipliers (App. F) and dψ/dC̃ (App. D). Build with `get_objective`."
-    def __init__(self, name:str, num_classes:int, alpha=0.95, omega=50., tau=0.01, lambda_max=100., beta=0., eps=None):
+    def __init__(self, name:str, num_classes:int, alpha=0.95, omega=50., coverage_tau=0.01, lambda_max=100., beta=0., eps=None):
         self.name, self.num_classes = name, num_classes
         self.metric, self.constraint = _SPEC[name]
-        self.alpha, self.omega, self.tau, self.lambda_max, self.beta = alpha, omega, tau, lambda_max, beta
+        self.alpha, self.omega, self.coverage_tau, self.lambda_max, self.beta = alpha, omega, coverage_tau, lambda_max, beta
         self.eps = default_floor(num_classes) if eps is None else eps
         self.P_r = _group_matrix(self.metric, num_classes) if self.metric in ('min', 'min_ht') else None
         self.P_cov = _group_matrix(self.constraint, num_classes) if self.constraint else None
@@ -265,13 +265,13 @@ def update(obj:Objective, C)->dict:
         obj.lam_recall = torch.softmax(logits, 0)
     if obj.P_cov is not None:
         slack = obj.P_cov @ cov - obj.alpha/obj.num_classes
-        obj.lam_cov = (obj.lambda_max*(1 - torch.exp(slack.clamp(max=0)/obj.tau))).clamp(0, obj.lambda_max)
+        obj.lam_cov = (obj.lambda_max*(1 - torch.exp(slack.clamp(max=0)/obj.coverage_tau))).clamp(0, obj.lambda_max)
     return obj.state()
 
 # %% ../nbs/01_metrics.ipynb #dd9c6a6d
 def get_objective(name:str, # one of OBJECTIVES
                   num_classes:int, # K
-                  **hp, # alpha (coverage bound α/K), omega (min-recall temperature), tau, lambda_max (coverage multipliers), beta (multiplier memory), eps (recall floor)
+                  **hp, # alpha (coverage bound α/K), omega (min-recall temperature), coverage_tau, lambda_max (coverage multipliers), beta (multiplier memory), eps (recall floor)
                  )->Objective:
     "The objective `name` for K classes, with hyper-parameters of App. F."
     if name not in OBJECTIVES: raise ValueError(f"unknown objective {name!r}; valid names: {', '.join(OBJECTIVES)}")
@@ -280,7 +280,7 @@ def get_objective(name:str, # one of OBJECTIVES
     bad = sorted(set(hp) - set(HYPERPARAMS))
     if bad: raise ValueError(f"unknown hyper-parameters {bad}; allowed: {', '.join(HYPERPARAMS)}")
     hp = {**HYPERPARAMS, **hp}
-    for k in ('alpha', 'omega', 'tau', 'lambda_max'):
+    for k in ('alpha', 'omega', 'coverage_tau', 'lambda_max'):
         if not (isinstance(hp[k], (int, float)) and math.isfinite(hp[k]) and hp[k] > 0):
             raise ValueError(f"{k} must be a finite number > 0, got {hp[k]!r}")
     if hp['alpha'] > 1:   # coverages sum to 1, so they cannot all (nor can head and tail means) reach α/K > 1/K

@@ -27,10 +27,12 @@ from .core import (seed_everything, resolve_device, atomic_save, data_root, lock
 from .models import get_model, default_arch, predict
 from .metrics import confusion_matrix, report
 
-# %% ../nbs/06_pretrain.ipynb #87550367
+# %% ../nbs/06_pretrain.ipynb #18e09317
 METHODS = ('fixmatch_la', 'fixmatch', 'ce', 'la', 'mixup')
 MIX_LOSSES = ('mixup', 'regmixup')
 
+# %% ../nbs/06_pretrain.ipynb #87550367
+# long cell: one dataclass; its fields and their validation read together
 @dataclass
 class PretrainConfig:
     "Everything that determines a pre-trained model (together with the benchmark's split)."
@@ -109,6 +111,7 @@ PRESETS = {
     'fmnist_balanced': dict(method='ce', steps=6000, batch_size=64, lr=0.03, eval_every=250, ckpt_every=250),
 }
 
+# %% ../nbs/06_pretrain.ipynb #d769c300
 def pretrain_config(dataset:str, # a benchmark name; datasets without a preset get the FixMatch recipe
                     **overrides, # any `PretrainConfig` field
                    )->PretrainConfig:
@@ -124,6 +127,7 @@ def arch_of(bench, cfg:PretrainConfig)->str:
     "`cfg.arch`, or the paper's architecture for the dataset and setting (a custom benchmark: by image size)."
     return cfg.arch or default_arch(bench.name, semi_supervised=cfg.semi_supervised, image_size=bench.image_size)
 
+# %% ../nbs/06_pretrain.ipynb #c0b7a63a
 def config_hash(bench, cfg:PretrainConfig)->str:
     "Key of the checkpoint directory: the experiment's config, the architecture, the dataset, its split hash and content hash."
     d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_HASHED}
@@ -132,27 +136,10 @@ def config_hash(bench, cfg:PretrainConfig)->str:
                           data_fingerprint=getattr(bench, 'data_fingerprint', None) or None), sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-# %% ../nbs/06_pretrain.ipynb #37f5cced
-def _legacy_hash(bench, cfg:PretrainConfig, amp:bool)->str:
-    "The key the first release gave `cfg` run with `amp` (no data fingerprint; amp and the mixup options kept only when set)."
-    d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_HASHED}
-    if amp: d['amp'] = True
-    for k, off in (('lam_schedule', None), ('zeta', None), ('mix_loss', 'mixup')):
-        if d[k] == off: del d[k]
-    d['arch'] = arch_of(bench, cfg)
-    key = json.dumps(dict(cfg=d, dataset=bench.name, split_hash=bench.split_hash), sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-# %% ../nbs/06_pretrain.ipynb #fbf88bf5
+# %% ../nbs/06_pretrain.ipynb #89e06fce
 def checkpoint_dir(bench, cfg:PretrainConfig)->Path:
-    "`data_root()/checkpoints/<config_hash>`, or an existing folder under the key of the first release when that is absent."
-    root = Path(data_root())/'checkpoints'
-    new = root/config_hash(bench, cfg)
-    if new.exists(): return new
-    for amp in ((True, False) if cfg.amp else (False, True)):
-        old = root/_legacy_hash(bench, cfg, amp)
-        if (old/'final.pt').exists() or (old/'last.pt').exists(): return old
-    return new
+    "`data_root()/checkpoints/<config_hash>`: where the pre-trained model of (bench, cfg) is cached."
+    return Path(data_root())/'checkpoints'/config_hash(bench, cfg)
 
 # %% ../nbs/06_pretrain.ipynb #0c091e45
 def log_prior(y:torch.Tensor, # labeled targets
@@ -162,6 +149,7 @@ def log_prior(y:torch.Tensor, # labeled targets
     counts = torch.bincount(y, minlength=num_classes).double().clamp_min(0.5)
     return (counts/counts.sum()).log().float()
 
+# %% ../nbs/06_pretrain.ipynb #7749a325
 def supervised_loss(logits:torch.Tensor, # N×K
                     y:torch.Tensor, # N targets
                     log_pi:torch.Tensor|None=None, # log prior for logit adjustment, or None for plain CE
@@ -234,6 +222,7 @@ def dist_context(device='auto')->tuple: # (rank, world_size, device)
     if not dist.is_initialized(): dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return dist.get_rank(), dist.get_world_size(), device
 
+# %% ../nbs/06_pretrain.ipynb #9987fab4
 def _sync_buffers(module:nn.Module, world:int):
     "BatchNorm statistics are per rank; take rank 0's so that every rank holds the same model."
     if world > 1:
@@ -247,22 +236,26 @@ def _progress(step, total)->float:
     if int(step) != step or not 0 <= step < total: raise ValueError(f"step must be an int in [0, {total}), got {step!r}")
     return 1.0 if total == 1 else step / (total - 1)
 
+# %% ../nbs/06_pretrain.ipynb #fe71cd21
 class _Deterministic:
     "A schedule whose n weights at a step are all its mean."
     def sample(self, step:int, total:int, n:int, generator=None)->Tensor:
         return torch.full((n,), self.mean(step, total), dtype=torch.float32)
 
+# %% ../nbs/06_pretrain.ipynb #eb8b39db
 class _EasyToHard(_Deterministic):
     "λ(t) = start − (start − end)·shape(t), shape rising from 0 at t = 0 to 1 at t = 1."
     def mean(self, step:int, total:int)->float:
         return self.start - (self.start - self.end) * self._shape(_progress(step, total))
 
+# %% ../nbs/06_pretrain.ipynb #8ddd05a6
 @dataclass(frozen=True)
 class ConstantLam(_Deterministic):
     "λ = c at every step."
     c:float=0.8
     def mean(self, step:int, total:int)->float: _progress(step, total); return self.c
 
+# %% ../nbs/06_pretrain.ipynb #63b5726e
 @dataclass(frozen=True)
 class UniformLam:
     "λ ~ U(a, b), i.i.d. per sample (drawn in float64, as the fine-tuning loop does)."
@@ -273,6 +266,7 @@ class UniformLam:
         _progress(step, total)
         return torch.empty(n, dtype=torch.float64).uniform_(self.a, self.b, generator=generator).float()
 
+# %% ../nbs/06_pretrain.ipynb #b20d61af
 @dataclass(frozen=True)
 class SineLam(_EasyToHard):
     "λ(t) = start − (start − end)·sin(ζπt/2)/sin(ζπ/2): easy → hard."
@@ -281,6 +275,7 @@ class SineLam(_EasyToHard):
     end:float=0.5
     def _shape(self, t): return math.sin(self.zeta * math.pi * t / 2) / math.sin(self.zeta * math.pi / 2)
 
+# %% ../nbs/06_pretrain.ipynb #d9893e9c
 @dataclass(frozen=True)
 class TanhLam(_EasyToHard):
     "λ(t) = start − (start − end)·tanh(ζt)/tanh(ζ): easy → hard, reaching the hard end sooner for larger ζ."
@@ -289,6 +284,7 @@ class TanhLam(_EasyToHard):
     end:float=0.5
     def _shape(self, t): return math.tanh(self.zeta * t) / math.tanh(self.zeta)
 
+# %% ../nbs/06_pretrain.ipynb #f8063dbe
 _LAM = {'constant': ConstantLam, 'uniform': UniformLam, 'sine': SineLam, 'tanh': TanhLam}
 
 def lam_schedule(name:str, # one of `LAM_SCHEDULES`
@@ -353,6 +349,7 @@ def _draw(split, n:int, g:torch.Generator)->tuple:
     idx = torch.randint(len(split), (n,), generator=g)
     return split.images(idx), (split.y[idx] if split.y is not None else None)
 
+# %% ../nbs/06_pretrain.ipynb #3f042a2f
 def draw_batch(bench, cfg:PretrainConfig, g:torch.Generator, world:int=1, step:int=0,
               )->dict: # x: augmented uint8 images; y: labels; lam, perm: mixup only
     "Every random draw of a step, in the loop's order: sample → (λ) → augmented uint8 views on the CPU → (permutation)."
@@ -393,6 +390,7 @@ def batch_loss(model:nn.Module, batch:dict, cfg:PretrainConfig, log_pi:torch.Ten
     loss = loss_x + cfg.lambda_u*loss_u
     return loss, dict(loss=loss.detach(), loss_x=loss_x.detach(), loss_u=loss_u.detach(), kept=kept)
 
+# %% ../nbs/06_pretrain.ipynb #427b59ba
 def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, log_pi:torch.Tensor,
                device:torch.device, world:int=1, step:int=0,
                normalise:DeviceNormalise|None=None, # None → `DeviceNormalise(bench.weak, device)`
@@ -402,6 +400,7 @@ def train_loss(model:nn.Module, bench, cfg:PretrainConfig, g:torch.Generator, lo
     if batch is None: batch = draw_batch(bench, cfg, g, world, step)
     return batch_loss(model, batch, cfg, log_pi, device, normalise or DeviceNormalise(bench.weak, device))
 
+# %% ../nbs/06_pretrain.ipynb #37de5cd6
 def _read(stats:dict)->dict:
     "The step's statistics as Python floats (this waits for the device): for the history and the progress bar."
     return {k: float(v) for k, v in stats.items()}
@@ -420,6 +419,7 @@ def _build(bench, cfg:PretrainConfig, device:torch.device):
     return model, ema, opt, sched
 
 # %% ../nbs/06_pretrain.ipynb #e981642d
+# long cell: one class; its thread, queue and state methods work together
 class Prefetcher:
     "`draw(step)` for steps start..stop-1 in a background thread, `depth` ahead; each batch carries the random state it started from."
     def __init__(self, draw:Callable, # draw(step) -> batch (e.g. `draw_batch`)
@@ -475,6 +475,7 @@ def _save_last(path:Path, model, ema, opt, sched, state:dict, g, rank:int, world
                          scaler=None if scaler is None else scaler.state_dict()), path)
     if world > 1: dist.barrier()
 
+# %% ../nbs/06_pretrain.ipynb #9852ea45
 _LAST_KEYS = ('model', 'ema', 'opt', 'sched', 'state', 'rng', 'world')
 
 def _load_last(path:Path, model, ema, opt, sched, g, rank:int, world:int, scaler=None)->dict:
@@ -496,7 +497,7 @@ def device_settings(device, # a `torch.device`, a name, or anything with a `.typ
     cuda = (torch.device(device) if isinstance(device, str) else device).type == 'cuda'
     return dict(amp=cuda and amp is not False, cudnn_benchmark=cuda, channels_last=cuda, compile=cuda and bool(compile))
 
-# %% ../nbs/06_pretrain.ipynb #fc258ff0
+# %% ../nbs/06_pretrain.ipynb #da65ce4c
 def _amp_parts(cfg:PretrainConfig, device:torch.device, rank:int)->tuple: # (device settings, GradScaler or None)
     "The device's settings for `cfg`; amp=True asked for off CUDA is recorded as off, with a warning."
     s = device_settings(device, cfg.amp, cfg.compile)
@@ -505,6 +506,8 @@ def _amp_parts(cfg:PretrainConfig, device:torch.device, rank:int)->tuple: # (dev
     if s['cudnn_benchmark']: torch.backends.cudnn.benchmark = True
     return s, (torch.amp.GradScaler('cuda') if s['amp'] else None)
 
+# %% ../nbs/06_pretrain.ipynb #fc258ff0
+# long cell: the training loop is one function; splitting it would change its code
 def pretrain(bench, # a `selmix.data.Benchmark`
              cfg:PretrainConfig=None, # None → `pretrain_config(bench.name)`
              device='auto', # 'auto', 'cpu', 'cuda', ... (under torchrun: each rank's local device)
@@ -598,6 +601,7 @@ def load_pretrained(path, # a `final.pt` written by `pretrain`
     model.pretrain_record = {k: v for k, v in ck.items() if k != 'model'}
     return model.to(resolve_device(device)).eval()
 
+# %% ../nbs/06_pretrain.ipynb #2292766b
 def pretrained_model(bench, # a `selmix.data.Benchmark`
                      cfg:PretrainConfig=None, # None → `pretrain_config(bench.name)`
                      device='auto', # 'auto', 'cpu', 'cuda', ...

@@ -17,9 +17,9 @@ from .core import atomic_write_json, atomic_write_text, data_root, runs_root
 # %% auto #0
 __all__ = ['SEEDS', 'FMNIST_SEEDS', 'T2_FMNIST', 'TUNE_LR', 'TUNE_STEPS', 'TUNE_ARMS', 'GRIDS', 'EXECUTORS', 'RESOURCES',
            'run_notebook', 'expand_grid', 'point_id', 'load_grid', 'parse_param', 'override', 'is_complete',
-           'run_point', 'SweepResult', 'check_params', 'committed_runs', 'run_sweep', 'job_resources',
-           'notebook_defaults', 'point_pretrain_config', 'pretrain_key', 'ClusterJob', 'SweepPlan', 'plan_sweep',
-           'slurm_parameters', 'sbatch_script', 'PretrainJob', 'FinetuneJob', 'submit_sweep', 'main']
+           'notebook_defaults', 'notebook_parameters', 'run_point', 'SweepResult', 'check_params', 'committed_runs',
+           'run_sweep', 'job_resources', 'point_pretrain_config', 'pretrain_key', 'ClusterJob', 'SweepPlan',
+           'plan_sweep', 'slurm_parameters', 'sbatch_script', 'PretrainJob', 'FinetuneJob', 'submit_sweep', 'main']
 
 # %% ../nbs/11_sweep.ipynb #b5c7a419
 def run_notebook()->Path:
@@ -132,7 +132,7 @@ GRIDS |= dict(
               dict(dataset='mnist_lt', method='logit_adjusted', objective='mean_recall', seed=SEEDS),
               # the coverage constraint: a higher ceiling of its multipliers, a sharper temperature
               _sel(dataset='mnist_lt', objective='mean_recall_min_coverage', lambda_max=1000.0),
-              _sel(dataset='mnist_lt', objective='mean_recall_min_coverage', tau=0.001)],
+              _sel(dataset='mnist_lt', objective='mean_recall_min_coverage', coverage_tau=0.001)],
 )
 
 # %% ../nbs/11_sweep.ipynb #68398226
@@ -224,6 +224,29 @@ def is_complete(out_dir, # a run folder
     try: return isinstance(m := json.loads(f.read_text()), dict) and 'finetuned' in m
     except (OSError, ValueError): return False
 
+# %% ../nbs/11_sweep.ipynb #e43703f9
+def notebook_defaults(notebook=None, # default `run_notebook()`
+                     )->dict: # parameter -> default value (as written in its `parameters` cell)
+    "The defaults of the run notebook's parameters, read with papermill (no kernel)."
+    import ast, papermill as pm
+    out = {}
+    for k, v in pm.inspect_notebook(str(notebook or run_notebook())).items():
+        try: out[k] = ast.literal_eval(v['default'])
+        except (ValueError, SyntaxError): out[k] = v['default']
+    return out
+
+# %% ../nbs/11_sweep.ipynb #np1a1b2c
+def notebook_parameters(point:dict, # a grid point: settings by name
+                        defaults:dict, # the notebook's parameters and their defaults (see `notebook_defaults`)
+                       )->dict: # papermill parameters
+    "The papermill parameters of `point`: the notebook's own parameters as they are, every other setting in `overrides`."
+    from selmix.finetune import parse_overrides
+    if 'overrides' not in defaults: return dict(point)
+    params = {k: v for k, v in point.items() if k in defaults}
+    rest = {k: v for k, v in point.items() if k not in defaults}
+    if rest: params['overrides'] = parse_overrides(point.get('overrides')) | rest
+    return params
+
 # %% ../nbs/11_sweep.ipynb #7f2399d7
 def run_point(point:dict, # parameters for the notebook (a grid point)
               out_dir, # the run folder: gets run.ipynb, metrics.json (written by the notebook), error.txt on failure
@@ -238,7 +261,7 @@ def run_point(point:dict, # parameters for the notebook (a grid point)
     (out_dir/'error.txt').unlink(missing_ok=True)
     t0, error = time.time(), None
     try:
-        pm.execute_notebook(str(nb), str(out_dir/nb.name), parameters=point | dict(out_dir=str(out_dir)),
+        pm.execute_notebook(str(nb), str(out_dir/nb.name), parameters=notebook_parameters(point, notebook_defaults(nb)) | dict(out_dir=str(out_dir)),
                             kernel_name=kernel_name, progress_bar=False, cwd=str(nb.parent),
                             extra_arguments=['--IPKernelApp.log_level=CRITICAL'])   # not its notices (start-up, shutdown after a failed cell)
         if not is_complete(out_dir): error = f"MissingMetrics: the notebook finished without writing {out_dir/'metrics.json'}"
@@ -298,9 +321,11 @@ def _kernel_env(**env):
 def check_params(points:list, # grid points
                  notebook=None, # default `run_notebook()`
                 ):
-    "Raise ValueError if a grid parameter is not a parameter of the notebook."
+    "Raise ValueError if a grid parameter is neither a parameter of the notebook nor a setting its `overrides` takes."
     import papermill as pm
+    from selmix.finetune import override_names
     valid = set(pm.inspect_notebook(str(notebook or run_notebook())))
+    if 'overrides' in valid: valid |= set(override_names())
     bad = sorted({k for p in points for k in p} - valid)
     if bad: raise ValueError(f"grid parameters {bad} are not parameters of the notebook; valid: {sorted(valid)}")
     if 'out_dir' in {k for p in points for k in p}: raise ValueError("out_dir is set by the sweep, not by the grid")
@@ -401,34 +426,16 @@ def job_resources(dataset:str, # the dataset of the job's points
     if stage == 'pretrain': r['tasks'] = max(1, r['gpus']) if r['gpus'] > 1 else 1   # one DDP process per GPU
     return r
 
-# %% ../nbs/11_sweep.ipynb #e43703f9
-def notebook_defaults(notebook=None, # default `run_notebook()`
-                     )->dict: # parameter -> default value (as written in its `parameters` cell)
-    "The defaults of the run notebook's parameters, read with papermill (no kernel)."
-    import ast, papermill as pm
-    out = {}
-    for k, v in pm.inspect_notebook(str(notebook or run_notebook())).items():
-        try: out[k] = ast.literal_eval(v['default'])
-        except (ValueError, SyntaxError): out[k] = v['default']
-    return out
-
 # %% ../nbs/11_sweep.ipynb #d280abaa
 def point_pretrain_config(point:dict, # a grid point
-                          defaults:dict|None=None, # the notebook's defaults (see `notebook_defaults`)
+                          defaults:dict|None=None, # the notebook's defaults (see `notebook_defaults`; None: read them)
                           bench=None, # the loaded benchmark, needed only to turn `pretrain_epochs` into steps
                          )->tuple: # (dataset, seed, PretrainConfig, pretrain_epochs)
-    "The pre-training a run of `point` uses, derived as `nbs/run.ipynb` derives it."
-    from selmix.pretrain import pretrain_config
-    p = {**(defaults or {}), **point}
-    ds, epochs = p.get('dataset', 'mnist_lt'), p.get('pretrain_epochs')
-    kw = dict(seed=p.get('seed', 0))
-    if p.get('pretrain_method') is not None: kw['method'] = p['pretrain_method']
-    if p.get('pretrain_steps') is not None: kw['steps'] = p['pretrain_steps']
-    if p.get('smoke'): kw.update(method='la', steps=100)   # run.ipynb's smoke run
-    cfg = pretrain_config(ds, **kw)
-    if epochs is not None and bench is not None:
-        cfg = pretrain_config(ds, **kw, steps=epochs*math.ceil(len(bench.labeled)/cfg.batch_size))
-    return ds, kw['seed'], cfg, epochs
+    "The pre-training a run of `point` uses: `selmix.finetune.run_pretrain_config`, as `nbs/run.ipynb` calls it."
+    from selmix.finetune import run_pretrain_config
+    defaults = notebook_defaults() if defaults is None else defaults
+    p = dict(dataset='mnist_lt', seed=0) | defaults | notebook_parameters(point, defaults)
+    return p.get('dataset', 'mnist_lt'), p.get('seed', 0), run_pretrain_config(p, bench), p.get('pretrain_epochs')
 
 # %% ../nbs/11_sweep.ipynb #c7935d8a
 def pretrain_key(point:dict, defaults:dict|None=None)->str:

@@ -1,23 +1,16 @@
-"Checkpoint identity: device settings stay out of the key, the dataset's content is in it, and caches of the first release are found."
+"Checkpoint identity: device settings stay out of the key, the dataset's content is in it, and caches of the first release are found by one migration."
 import json
-from dataclasses import replace
+from dataclasses import replace, asdict
 from types import SimpleNamespace
 from pathlib import Path
-import pytest
+import pytest, torch
 import selmix.pretrain as P
 from selmix.pretrain import config_hash, checkpoint_dir, pretrain_config
 
-# keys the first release computed (recorded from its `config_hash` before the change) for this stand-in benchmark
 BENCH = SimpleNamespace(name='mnist_lt', split_hash='abc123', num_classes=10, in_channels=1, image_size=28)
-OLD = {('mnist_lt', False): 'df07cf005b712947', ('mnist_lt', True): '1e70c4e35aa536e2',
-       ('cifar10_lt', False): 'c6b888241c9f90fa', ('cifar10_lt', True): 'be42084cf8c4318f',
-       ('mnist_lt_sup', False): 'a5fa9cf1b4d360b3', ('mnist_lt_sup', True): '767af744c5e04ccd'}
+OLD_KEY = 'df07cf005b712947'   # the key the first release gave mnist_lt's preset (its `config_hash` without the data fingerprint)
 
 def bench(name, **kw): return SimpleNamespace(**{**vars(BENCH), 'name': name, **kw})
-
-@pytest.mark.parametrize('name,amp', sorted(OLD))
-def test_legacy_key_is_the_first_release_key(name, amp):
-    assert P._legacy_hash(bench(name), pretrain_config(name), amp) == OLD[name, amp]
 
 def test_data_fingerprint_in_key():
     c = pretrain_config('mnist_lt')
@@ -34,26 +27,25 @@ def test_new_folder_when_nothing_cached(root):
     c = pretrain_config('mnist_lt')
     assert checkpoint_dir(bench('mnist_lt'), c) == root/config_hash(bench('mnist_lt'), c)
 
-@pytest.mark.parametrize('amp,file', [(False, 'final.pt'), (True, 'final.pt'), (True, 'last.pt')])
-def test_old_cache_is_found(root, amp, file):
-    "A folder under the first release's key (float32 or `--amp`, finished or interrupted) is found by any run of the same experiment."
-    b, c = bench('cifar10_lt', data_fingerprint='ff'), pretrain_config('cifar10_lt')
-    old = root/OLD['cifar10_lt', amp]; old.mkdir(parents=True); (old/file).write_bytes(b'x')
-    for a in (None, False, True): assert checkpoint_dir(b, replace(c, amp=a)) == old
-    assert checkpoint_dir(b, replace(c, seed=1)) != old
+def first_release_folder(root, name, cfg, b, **extra):
+    "A checkpoint folder as the first release left it: under its old key, a final.pt recording config, dataset and split."
+    d = root/name; d.mkdir(parents=True)
+    torch.save(dict(model={}, arch='small_cnn', num_classes=10, in_channels=1, config=asdict(cfg) | extra,
+                    dataset=b.name, split_hash=b.split_hash), d/'final.pt')
+    return d
 
-def test_amp_run_prefers_its_own_old_cache(root):
-    b, c = bench('cifar10_lt'), pretrain_config('cifar10_lt')
-    for amp in (False, True): (root/OLD['cifar10_lt', amp]).mkdir(parents=True); (root/OLD['cifar10_lt', amp]/'final.pt').write_bytes(b'x')
-    assert checkpoint_dir(b, c).name == OLD['cifar10_lt', False]
-    assert checkpoint_dir(b, replace(c, amp=True)).name == OLD['cifar10_lt', True]
-
-def test_new_folder_wins_and_empty_old_is_ignored(root):
-    b, c = bench('cifar10_lt'), pretrain_config('cifar10_lt')
-    (root/OLD['cifar10_lt', False]).mkdir(parents=True)   # empty: no checkpoint in it
-    assert checkpoint_dir(b, c).name == config_hash(b, c)
-    (root/OLD['cifar10_lt', False]/'final.pt').write_bytes(b'x'); (root/config_hash(b, c)).mkdir()
-    assert checkpoint_dir(b, c).name == config_hash(b, c)
+def test_first_release_cache_is_renamed_to_todays_key(root):
+    "A folder under an older key is found again by one migration, from the config its final.pt records; then checkpoint_dir points at it."
+    from selmix.data import load_benchmark
+    from selmix.migrate import migrate_checkpoints
+    b, c = load_benchmark('mnist_lt'), pretrain_config('mnist_lt')
+    first_release_folder(root, 'a' * 16, c, b)                            # renamed (folders are visited by name)
+    first_release_folder(root, OLD_KEY, c, b, amp=True)                   # an --amp run of the same experiment: today's folder exists by then
+    first_release_folder(root, 'b' * 16, c, SimpleNamespace(name='mnist_lt', split_hash='other'))   # another split: left alone
+    with pytest.warns(UserWarning) as w: moved = migrate_checkpoints(root)
+    assert moved == {'a' * 16: config_hash(b, c)} and checkpoint_dir(b, c) == root/config_hash(b, c)
+    assert {str(x.message).split(':')[0] for x in w} == {OLD_KEY, 'b' * 16}
+    assert migrate_checkpoints(root) == {}
 
 
 # ---------------------------------------------------------------- starting points for fine-tuning

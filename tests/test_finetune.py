@@ -68,7 +68,7 @@ def test_pairs_follow_P(small):
     m, cache, opt, sched = head_on_cache(small, cfg)
     b = mixup_step(m, small, P, ClassIndex(small.labeled.y, K), None, None, cfg, torch.Generator().manual_seed(0), 0,
                    opt, sched, 'cpu', cache)
-    freq = torch.bincount(b['i'] * K + b['j'], minlength=K * K).double() / cfg.batch_size
+    freq = torch.bincount(b['i'] * K + b['j'], minlength=K * K).double() / cfg.optim.batch_size
     assert (freq - P.flatten()).abs().max() < 0.01
     assert b['from_labeled'].all() and (small.labeled.y[b['b_lab']] == b['j']).all()   # no pool: labeled partners
     assert (b['lam'] >= 0.6).all() and (b['lam'] <= 1).all() and abs(b['lam'].mean() - 0.8) < 0.01
@@ -114,7 +114,7 @@ def test_resume_after_kill_is_exact_frozen_uniform(small, model0, tmp_path):
     assert seen == list(range(6, 13))                    # resumed from the checkpoint, did not start over
     assert params_equal(full, res) and hf == hr
     with pytest.raises(ValueError, match='another fine-tuning config'):
-        finetune(copy.deepcopy(model0), small, replace(cfg, s=1.0), tmp_path/'cut', 'cpu', progress=False)
+        finetune(copy.deepcopy(model0), small, cfg.replace(s=1.0), tmp_path/'cut', 'cpu', progress=False)
 
 def test_frozen_trains_head_only_and_schedule_is_cosine(small, model0, tmp_path):
     cfg = FinetuneConfig(steps=12, refresh_every=4, frozen=True, lr=0.01)

@@ -161,13 +161,13 @@ def test_min_ht_weights_favour_weaker_group(K, seed):
 
 @fast
 @given(K=st.sampled_from([2, 10, 100]), seed=st.integers(0, 2**31), alpha=st.floats(0.5, 1),
-       tau=st.floats(1e-3, 0.1), lambda_max=st.floats(1, 1000),
+       coverage_tau=st.floats(1e-3, 0.1), lambda_max=st.floats(1, 1000),
        name=st.sampled_from(['mean_recall_min_coverage', 'h_mean_min_coverage']))
-def test_coverage_multipliers_follow_violations(K, seed, alpha, tau, lambda_max, name):
+def test_coverage_multipliers_follow_violations(K, seed, alpha, coverage_tau, lambda_max, name):
     Ct, pi = random_unconstrained(K, seed, diag=1.0)
     C = joint(Ct, pi)
     cov = coverages(C)
-    obj = get_objective(name, K, alpha=alpha, tau=tau, lambda_max=lambda_max)
+    obj = get_objective(name, K, alpha=alpha, coverage_tau=coverage_tau, lambda_max=lambda_max)
     lam = torch.tensor(obj.update(C)['lam_cov'], dtype=torch.float64)
     violated = cov < alpha/K
     assert ((lam > 0) == violated).all()                  # a multiplier exactly where a constraint is violated
@@ -176,7 +176,7 @@ def test_coverage_multipliers_follow_violations(K, seed, alpha, tau, lambda_max,
     assert (lam[order][1:] <= lam[order][:-1] + 1e-12).all()
     # hand-derived value for the most violated class
     j = cov.argmin()
-    want = min(max(lambda_max*(1 - np.exp(min(cov[j].item() - alpha/K, 0)/tau)), 0), lambda_max)
+    want = min(max(lambda_max*(1 - np.exp(min(cov[j].item() - alpha/K, 0)/coverage_tau)), 0), lambda_max)
     assert lam[j].item() == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 @few
@@ -222,7 +222,7 @@ def test_errors_the_notebook_does_not_check():
     with pytest.raises(ValueError, match='beta'): get_objective('min_recall', 3, beta=2)
     with pytest.raises(ValueError, match='lambda_max'): get_objective('h_mean_min_coverage', 3, lambda_max=-1)
     with pytest.raises(ValueError, match='integer'): confusion_matrix([0., 1.], [0., 1.], 2)
-    assert set(HYPERPARAMS) == {'alpha', 'omega', 'tau', 'lambda_max', 'beta', 'eps'}
+    assert set(HYPERPARAMS) == {'alpha', 'omega', 'coverage_tau', 'lambda_max', 'beta', 'eps'}
 
 
 # ---------------------------------------------------------------- the confusion floor behind D (issue 20 item 3)

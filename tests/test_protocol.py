@@ -8,7 +8,7 @@ from selmix.pretrain import pretrained_model, pretrain_config
 from selmix.finetune import FinetuneConfig, finetune_config, finetune, make_optimizer, PRESETS
 
 # Tables G.1 and G.2 of the paper, transcribed independently of selmix.finetune:
-# dataset: (steps, s, omega, lambda_max, tau, alpha, batch, head lr, backbone lr)
+# dataset: (steps, s, omega, lambda_max, coverage_tau, alpha, batch, head lr, backbone lr)
 TABLE_G = {
     'cifar10_lt':      (10_000, 10, 40, 100, 0.01, 0.95, 64, 3e-4, 3e-5),
     'cifar100_lt':     (10_000, 10, 20, 100, 0.01, 0.95, 64, 3e-4, 3e-5),
@@ -21,11 +21,11 @@ TABLE_G = {
 
 @pytest.mark.parametrize('dataset', sorted(TABLE_G))
 def test_resolved_config_is_the_table_column(dataset):
-    c = finetune_config(dataset)
-    got = (c.steps, c.s, c.omega, c.lambda_max, c.tau, c.alpha, c.batch_size, c.lr, c.lr * c.backbone_lr_ratio)
+    cfg = finetune_config(dataset); c = cfg.flat()
+    got = [c[k] for k in ('steps', 's', 'omega', 'lambda_max', 'coverage_tau', 'alpha', 'batch_size', 'lr')] + [c['lr'] * c['backbone_lr_ratio']]
     assert got == pytest.approx(TABLE_G[dataset], rel=1e-12)
-    assert (c.protocol, c.refresh_every, c.momentum, c.frozen, c.freeze_bn_affine, c.gain_confusion, c.leaks) == \
-           ('paper', 50, 0.0, False, True, 'hard', [])
+    assert [c[k] for k in ('protocol', 'refresh_every', 'momentum', 'frozen', 'freeze_bn_affine', 'gain_confusion')] + [cfg.leaks.on] == \
+           ['paper', 50, 0.0, False, True, 'hard', []]
 
 def test_released_protocol_differs_only_where_the_released_code_does():
     p, r = finetune_config('cifar10_lt').to_dict(), finetune_config('cifar10_lt', protocol='released').to_dict()
@@ -45,7 +45,7 @@ def bn_state(m):
             for k, v in list(mod.named_parameters()) + list(mod.named_buffers())}
 
 def test_released_full_network_keeps_batchnorm_bit_identical(small, model0, tmp_path):
-    cfg = replace(finetune_config('mnist_lt', protocol='released'), steps=6, refresh_every=3, batch_size=16, lr=0.05,
+    cfg = finetune_config('mnist_lt', protocol='released').replace(steps=6, refresh_every=3, batch_size=16, lr=0.05,
                   leak_test_checkpoint=False)   # the last model, not a refresh chosen on test (maybe step 0)
     opt, _ = make_optimizer(copy.deepcopy(model0), cfg)
     assert opt.defaults['momentum'] == 0 and all(g.get('momentum', 0) == 0 for g in opt.param_groups)
@@ -77,30 +77,30 @@ def test_supervised_run_never_reads_an_unlabeled_pool(model0, tmp_path):
     sup = load_benchmark('mnist_lt_sup', seed=0, val_per_class=10, test_per_class=10)
     assert len(sup.unlabeled) == 0
     sup = replace(sup, unlabeled=EmptyForbiddenPool())
-    cfg = replace(finetune_config('mnist_lt_sup'), steps=4, refresh_every=2, batch_size=8)
+    cfg = finetune_config('mnist_lt_sup').replace(steps=4, refresh_every=2, batch_size=8)
     m, h = finetune(copy.deepcopy(model0), sup, cfg, tmp_path, 'cpu', progress=False)
     assert h[-1]['step'] == 4 and all(math.isfinite(r['objective']) for r in h)
 
 def test_full_network_semi_supervised_run_never_reads_hidden_labels(small, model0, tmp_path):
     u = small.unlabeled
     blind = replace(small, unlabeled=Split(u.x, None, u.idx, hidden_y=Forbidden('hidden labels')))
-    cfg = replace(finetune_config('mnist_lt'), steps=4, refresh_every=2, batch_size=8)
-    assert not cfg.frozen and not cfg.leak_oracle_partners
+    cfg = finetune_config('mnist_lt').replace(steps=4, refresh_every=2, batch_size=8)
+    assert not cfg.optim.frozen and not cfg.leaks.leak_oracle_partners
     m, h = finetune(copy.deepcopy(model0), blind, cfg, tmp_path/'honest', 'cpu', progress=False)
     assert h[-1]['step'] == 4
     with pytest.raises(AssertionError, match='hidden labels was read'), pytest.warns(UserWarning, match='leak'):  # the guard works
-        finetune(copy.deepcopy(model0), blind, replace(cfg, leak_oracle_partners=True), tmp_path/'leaky', 'cpu', progress=False)
+        finetune(copy.deepcopy(model0), blind, cfg.replace(leak_oracle_partners=True), tmp_path/'leaky', 'cpu', progress=False)
 
 def test_oracle_leak_uses_true_labels_as_partner_classes(small, model0, tmp_path):
     from selmix.finetune import refresh
-    cfg = replace(finetune_config('mnist_lt'), leak_oracle_partners=True)
+    cfg = finetune_config('mnist_lt').replace(leak_oracle_partners=True)
     st = refresh(copy.deepcopy(model0), small, get_objective('min_recall', 10), cfg, 'cpu')
     assert torch.equal(st['pseudo'], small.unlabeled.hidden_y)
 
 # ---- issue 12: data-valuation policies and λ schedules inside the same loop
 @pytest.mark.parametrize('policy', ['forgetting', 'hard_pool'])
 def test_valuation_policies_run_and_draw_where_they_should(small, model0, tmp_path, policy):
-    cfg = replace(finetune_config('mnist_lt', policy=policy, eta=0.25, forgetting_steps=20), steps=4, refresh_every=2, batch_size=8)
+    cfg = finetune_config('mnist_lt', policy=policy, eta=0.25, forgetting_steps=20).replace(steps=4, refresh_every=2, batch_size=8)
     m, h = finetune(copy.deepcopy(model0), small, cfg, tmp_path, 'cpu', progress=False)
     assert h[-1]['step'] == 4 and abs(sum(map(sum, h[0]['P'])) - 1) < 1e-9
     P = torch.tensor(h[0]['P'])
@@ -116,7 +116,7 @@ def test_valuation_policies_run_and_draw_where_they_should(small, model0, tmp_pa
 
 def test_hard_pool_supervised_uses_labeled_partners(model0, tmp_path):
     sup = load_benchmark('mnist_lt_sup', seed=0, val_per_class=10, test_per_class=10)
-    cfg = replace(finetune_config('mnist_lt_sup', policy='hard_pool', eta=0.5), steps=2, refresh_every=2, batch_size=8)
+    cfg = finetune_config('mnist_lt_sup', policy='hard_pool', eta=0.5).replace(steps=2, refresh_every=2, batch_size=8)
     m, h = finetune(copy.deepcopy(model0), replace(sup, unlabeled=EmptyForbiddenPool()), cfg, tmp_path, 'cpu', progress=False)
     assert h[-1]['step'] == 2
 
@@ -124,7 +124,7 @@ def test_schedules_and_loss_are_validated():
     with pytest.raises(ValueError, match='valid: constant, uniform, sine, tanh'): FinetuneConfig(lam_schedule='cosine')
     with pytest.raises(ValueError, match='valid: mixup, regmixup'): FinetuneConfig(loss='focal')
     c = FinetuneConfig(lam_schedule='tanh', steps=100)
-    assert c.schedule().mean(0, 100) == 1.0 and abs(c.schedule().mean(99, 100) - 0.5) < 1e-12
+    assert c.mixing.schedule().mean(0, 100) == 1.0 and abs(c.mixing.schedule().mean(99, 100) - 0.5) < 1e-12
 
 def test_uniform_schedule_keeps_the_old_draws(small):
     "lam_schedule='uniform' draws exactly what U(0.6, 1) per sample drew before schedules existed, after the same draws."

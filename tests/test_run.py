@@ -13,7 +13,7 @@ from selmix.pretrain import arch_of, config_hash, pretrain_config, pretrained_mo
 REPO = Path(__file__).resolve().parents[1]
 NB = REPO/'nbs'/'run.ipynb'
 PAPERMILL = Path(sys.executable).parent/'papermill'
-TINY = dict(pretrain_method='la', pretrain_steps=100, finetune_steps=20)   # the smoke pre-training other tests cache
+TINY = dict(overrides=dict(pretrain_method='la', pretrain_steps=100), finetune_steps=20)   # the smoke pre-training other tests cache
 
 def env(): return dict(os.environ)
 
@@ -31,7 +31,7 @@ def test_bad_parameters_exit_nonzero_with_one_message(tmp_path):
     "Every kind of bad parameter at once (one kernel): each is named in one message, with the valid choices, and nothing is written."
     r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', '-p', 'objective', 'best_recall',
                         '-p', 'policy', 'random', '-p', 'finetune_steps', '-5', '-p', 'device', 'tpu',
-                        '-p', 'finetune_step', '60', '-p', 'seed', '1e17', '-p', 'lam_schedule', 'cosine', '-p', 'smoke', 'yes',
+                        '-p', 'finetune_step', '60', '-p', 'seed', '1e17', '-p', 'overrides', '{"lam_schedule": "cosine"}', '-p', 'smoke', 'yes',
                         '-p', 'In', '1', '-p', 'Out', '1', '-p', 'get_ipython', '1',
                         '-p', 'out_dir', str(tmp_path/'run')], capture_output=True, text=True, env=env(), cwd=REPO)
     assert r.returncode != 0
@@ -58,7 +58,7 @@ def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
     bench = load_benchmark('mnist_lt', seed=0)
     assert c['split_hash'] == bench.split_hash and c['seed'] == 0 and c['objective'] == 'min_recall'
     assert c['protocol'] == 'paper' and c['finetune_config']['protocol'] == 'paper' and c['leaks'] == []   # the default
-    assert c['finetune_config']['momentum'] == 0 and c['finetune_config']['gain_confusion'] == 'hard' and not c['frozen']
+    assert c['finetune_config']['momentum'] == 0 and c['finetune_config']['gain_confusion'] == 'hard' and not c['finetune_config']['frozen']
     assert m['history'][-1]['step'] == 20 and all(math.isfinite(h['objective']) for h in m['history'])
     assert c['finetune_steps'] == 20   # the size asked for, not the smoke run's 40 steps
     printed = ''.join(''.join(o.get('text', '')) for cell in json.loads((tmp_path/'out.ipynb').read_text())['cells']
@@ -97,7 +97,7 @@ def test_valuation_policies_write_the_contract(tmp_path, monkeypatch, policy):
     "The policy reaches the loop: every recorded pair distribution is the policy's, recomputed here from its own inputs."
     out = tmp_path/'run'
     pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), kernel_name='python3', cwd=str(REPO), progress_bar=False,
-                        parameters=dict(TINY, out_dir=str(out), policy=policy, forgetting_steps=40, lam_schedule='tanh'))
+                        parameters=dict(TINY, out_dir=str(out), policy=policy, overrides=TINY['overrides'] | dict(forgetting_steps=40, lam_schedule='tanh')))
     m = json.loads((out/'metrics.json').read_text())
     assert m['config']['policy'] == policy and m['config']['finetune_config']['lam_schedule'] == 'tanh'
     assert m['history'][-1]['step'] == 20 and (policy == 'forgetting') == ('forgetting' in m['history'][0])
