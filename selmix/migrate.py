@@ -89,11 +89,11 @@ def _rename_settings(name:str)->str:
 
 # %% ../nbs/17_migrate.ipynb #8a9bb807
 def migrate_rows(path, # a CSV written by `selmix.results.export_runs`
-                )->dict: # what changed: renamed columns, rows renamed, hashes recomputed, hashes left (not determined by the row)
-    "Upgrade a committed CSV of runs in place; every other cell stays as written."
+                )->dict: # what changed: renamed columns, rows renamed, hashes recomputed, hashes left (not determined by the row), later fields filled
+    "Upgrade a committed CSV of runs in place (a later field's empty cell gets the default the row's hash implies); every other cell stays as written."
     text = Path(path).read_text(); rows = list(csv.reader(io.StringIO(text)))
-    if not rows or 'run' not in rows[0]: return dict(columns=[], renamed=0, rehashed=0, kept=0)   # not a CSV of runs
-    head, out = rows[0], dict(columns=[c for c in rows[0] if _rename_column(c) != c], renamed=0, rehashed=0, kept=0)
+    if not rows or 'run' not in rows[0]: return dict(columns=[], renamed=0, rehashed=0, kept=0, filled=0)   # not a CSV of runs
+    head, out = rows[0], dict(columns=[c for c in rows[0] if _rename_column(c) != c], renamed=0, rehashed=0, kept=0, filled=0)
     rows[0] = [_rename_column(c) for c in head]
     col = {c: i for i, c in enumerate(rows[0])}
     for r in rows[1:]:
@@ -102,7 +102,9 @@ def migrate_rows(path, # a CSV written by `selmix.results.export_runs`
         if 'finetune_hash' not in col: continue
         cfg = row_finetune_config(dict(zip(rows[0], r)))
         if old_finetune_hash(cfg) == r[col['finetune_hash']]: r[col['finetune_hash']] = cfg.hash(); out['rehashed'] += 1
-        elif r[col['finetune_hash']] != cfg.hash(): out['kept'] += 1
+        elif r[col['finetune_hash']] != cfg.hash(): out['kept'] += 1; continue
+        for k in (k for k in LATER if k in col and r[col[k]] == '' and LATER[k] is not None):   # the hash says: at its default
+            r[col[k]] = str(LATER[k]); out['filled'] += 1
     buf = io.StringIO(); csv.writer(buf, lineterminator='\n').writerows(rows)
     Path(path).write_text(buf.getvalue()); return out
 

@@ -30,7 +30,8 @@ def check_sync():
     for cmd in (['nbdev_export'], ['nbdev_clean']):
         r = sh(BIN/cmd[0], *cmd[1:])
         if r.returncode: print(r.stdout, r.stderr); return False
-    make_readme()
+    try: make_readme()
+    except RuntimeError as e: print('nbs/index.ipynb failed to execute (README render):', e); return False
     r = sh('git', 'status', '--porcelain', '--', 'selmix', 'nbs', 'README.md')
     if r.stdout.strip():
         print('Notebooks and library/README are out of sync; commit the output of nbdev_export, nbdev_clean and '
@@ -39,12 +40,17 @@ def check_sync():
     return True
 
 
+# Executed elsewhere in `make test`, with more than nbdev_test's smoke run would do: index renders the README (`check_sync`),
+# run is executed by papermill in tests/test_run.py, report on the session's smoke sweep in tests/test_report.py
+EXECUTED_ELSEWHERE = ('index', 'run', 'report')
+
 def run_notebooks(path=None, n_workers=2):
-    "Run `nbdev_test` on `path` (default: every notebook in nbs/); return (passed, failed) notebook names."
+    "Run `nbdev_test` on `path` (default: every notebook in nbs/ but `EXECUTED_ELSEWHERE`); return (passed, failed) notebook names."
     pattern = Path(path) if path else ROOT/'nbs'
     files = sorted(pattern.glob('*.ipynb')) if pattern.is_dir() else [pattern]
-    files = [f for f in files if not f.name.startswith(('_', '.'))]
-    args = ['--n_workers', n_workers, '--timing', '--do_print']
+    skip = rf"^([_.]|({'|'.join(EXECUTED_ELSEWHERE)})\.ipynb$)"
+    files = [f for f in files if not re.match(skip, f.name)]
+    args = ['--n_workers', n_workers, '--timing', '--do_print', '--skip_file_re', skip]
     if path: args += ['--path', path]
     r = subprocess.run([str(BIN/'nbdev_test'), *map(str, args)], cwd=ROOT, text=True, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT)
@@ -71,16 +77,19 @@ def run_pytest():
 
 
 def main():
-    start = time.time()
+    start, took = time.time(), {}
+    def timed(name, f):
+        t = time.time(); r = f(); took[name] = time.time() - t; return r
     print('== sync: nbdev_export, nbdev_clean and README leave no diff', flush=True)
-    sync_ok = check_sync()
+    sync_ok = timed('sync', check_sync)
     print('== notebooks: nbdev_test', flush=True)
-    nb_pass, nb_fail = run_notebooks()
+    nb_pass, nb_fail = timed('notebooks', run_notebooks)
     print('== pytest', flush=True)
-    py_pass, py_fail = run_pytest()
+    py_pass, py_fail = timed('pytest', run_pytest)
     passed, failed = int(sync_ok) + len(nb_pass) + py_pass, int(not sync_ok) + len(nb_fail) + py_fail
     print(f'\nsync: {"ok" if sync_ok else "FAILED"}; notebooks: {len(nb_pass)} passed, {len(nb_fail)} failed '
-          f'{nb_fail or ""}; pytest: {py_pass} passed, {py_fail} failed; {time.time()-start:.0f} s')
+          f'{nb_fail or ""}; pytest: {py_pass} passed, {py_fail} failed; {time.time()-start:.0f} s '
+          f"({', '.join(f'{k} {v:.0f} s' for k, v in took.items())})")
     print(f'{passed} passed, {failed} failed')
     return 1 if failed else 0
 

@@ -26,8 +26,8 @@ def test_workload_of_the_presets_by_hand():
     from selmix.finetune import finetune_config
     w = preset_workload('cifar10_lt')
     p, f = pretrain_config('cifar10_lt'), finetune_config('cifar10_lt')
-    assert (w['arch'], w['pretrain_steps'], w['finetune_steps']) == ('wrn28_2', p.steps, f.steps)
-    assert w['pretrain_images'] == p.batch_size*(1 + 2*p.mu) == 64*15 and w['finetune_images'] == 2*f.batch_size
+    assert (w['arch'], w['pretrain_steps'], w['finetune_steps']) == ('wrn28_2', p.steps, f.optim.steps)
+    assert w['pretrain_images'] == p.batch_size*(1 + 2*p.mu) == 64*15 and w['finetune_images'] == 2*f.optim.batch_size
     from selmix.data import BENCHMARKS
     assert preset_workload('imagenet_lt')['arch'] == 'resnet50' and preset_workload('imagenet_lt')['side'] == 224
     assert preset_workload('stl10_lt')['side'] == BENCHMARKS['stl10_lt'].get('image_size', 96)

@@ -92,36 +92,6 @@ def test_tiny_run_writes_the_contract(tmp_path, monkeypatch):
     yr = (probs @ torch.tensor(top['min_recall']['G'], dtype=torch.float64)).argmax(1).numpy()
     np.testing.assert_allclose(top['min_recall']['test']['recalls'], recall_score(bench.test.y.numpy(), yr, average=None), atol=1e-12)
 
-@pytest.mark.parametrize('policy', ['forgetting', 'hard_pool'])
-def test_valuation_policies_write_the_contract(tmp_path, monkeypatch, policy):
-    "The policy reaches the loop: every recorded pair distribution is the policy's, recomputed here from its own inputs."
-    out = tmp_path/'run'
-    pm.execute_notebook(str(NB), str(tmp_path/'out.ipynb'), kernel_name='python3', cwd=str(REPO), progress_bar=False,
-                        parameters=dict(TINY, out_dir=str(out), policy=policy, overrides=TINY['overrides'] | dict(forgetting_steps=40, lam_schedule='tanh')))
-    m = json.loads((out/'metrics.json').read_text())
-    assert m['config']['policy'] == policy and m['config']['finetune_config']['lam_schedule'] == 'tanh'
-    assert m['history'][-1]['step'] == 20 and (policy == 'forgetting') == ('forgetting' in m['history'][0])
-    Ps = [np.array(h['P']) for h in m['history'] if h.get('P') is not None]
-    K = len(Ps[0])
-    assert len(Ps) >= 2 and all(abs(P.sum() - 1) < 1e-12 for P in Ps)
-    if policy == 'forgetting':   # anchor uniform, partner ∝ F[i, j] + 1/(K−1) over j ≠ i (smoothing 1), F of the warm-up
-        F = np.array(m['history'][0]['forgetting'], dtype=float)
-        assert F.shape == (K, K) and F.sum() > 0 and np.all(np.diag(F) == 0)
-        W = (F + 1/(K - 1)) * (1 - np.eye(K))
-        for P in Ps: np.testing.assert_allclose(P, W / W.sum(1, keepdims=True) / K, rtol=1e-12, atol=1e-15)
-    else:                        # partner ∝ the pseudo-labels of the hardest 30% of the pool by EL2N, at step 0 those of the pre-trained model
-        bench = load_benchmark('mnist_lt', seed=0)
-        pre = pretrained_model(bench, pretrain_config('mnist_lt', seed=0, method='la', steps=100), 'cpu', progress=False)
-        p = torch.softmax(predict(pre.eval(), bench.unlabeled, bench.prepare, 'cpu').double(), 1).numpy()
-        pseudo = p.argmax(1)
-        el2n = np.linalg.norm(p - np.eye(K)[pseudo], axis=1)
-        n_hard = math.ceil(0.3 * len(pseudo))
-        counts = np.bincount(pseudo[np.argsort(-el2n, kind='stable')[:n_hard]], minlength=K)
-        np.testing.assert_allclose(Ps[0], np.tile(counts, (K, 1)) / (K * n_hard), rtol=1e-12, atol=1e-15)
-        for P in Ps[1:]:   # later refreshes: the same structure, from the model as it is then
-            np.testing.assert_allclose(P, np.tile(P[0], (K, 1)), rtol=1e-12, atol=1e-15)
-            np.testing.assert_allclose(P[0] * K * n_hard, np.round(P[0] * K * n_hard), atol=1e-9)
-
 def _fails(tmp_path, *params):
     r = subprocess.run([str(PAPERMILL), str(NB), str(tmp_path/'out.ipynb'), '-k', 'python3', *params],
                        capture_output=True, text=True, env=env(), cwd=REPO)
