@@ -77,15 +77,18 @@ def run_pytest():
 
 
 def main():
+    "Sync first (it rewrites files); then the notebooks and pytest side by side: each alone leaves a core idle most of the time."
+    from concurrent.futures import ThreadPoolExecutor
     start, took = time.time(), {}
     def timed(name, f):
         t = time.time(); r = f(); took[name] = time.time() - t; return r
     print('== sync: nbdev_export, nbdev_clean and README leave no diff', flush=True)
     sync_ok = timed('sync', check_sync)
-    print('== notebooks: nbdev_test', flush=True)
-    nb_pass, nb_fail = timed('notebooks', run_notebooks)
-    print('== pytest', flush=True)
-    py_pass, py_fail = timed('pytest', run_pytest)
+    print('== notebooks (nbdev_test) and pytest, side by side', flush=True)
+    with ThreadPoolExecutor(2) as ex:
+        nbs = ex.submit(timed, 'notebooks', run_notebooks)
+        py_pass, py_fail = timed('pytest', run_pytest)
+        nb_pass, nb_fail = nbs.result()
     passed, failed = int(sync_ok) + len(nb_pass) + py_pass, int(not sync_ok) + len(nb_fail) + py_fail
     print(f'\nsync: {"ok" if sync_ok else "FAILED"}; notebooks: {len(nb_pass)} passed, {len(nb_fail)} failed '
           f'{nb_fail or ""}; pytest: {py_pass} passed, {py_fail} failed; {time.time()-start:.0f} s '
