@@ -4,14 +4,12 @@
 
 # %% auto #0
 __all__ = ['HARD_SCORES', 'LOSSES', 'PROTOCOLS', 'FINETUNE_METHODS', 'S_SCALES', 'LEAKS', 'GROUPS', 'FIELD_GROUP', 'PAPER_TABLE',
-           'EMBEDDED', 'PRESETS', 'TUNED', 'AGNOSTIC_ARMS', 'PROTOCOL_SETTINGS', 'CKPT_NAME', 'RUN_METHODS',
-           'field_problems', 'Target', 'Pairs', 'Mixing', 'Gain', 'Optim', 'Leaks', 'FinetuneConfig', 'arm_of',
-           'finetune_config', 'p_floor', 'ClassIndex', 'class_means', 'coverage_scale', 'gain_direction',
-           'unlabeled_subset', 'has_unlabeled', 'scaled_gains', 'refresh', 'param_groups', 'make_optimizer',
-           'mixup_step', 'cost_matrix', 'cost_sensitive_loss', 'plain_step', 'ConfigMismatch', 'save_checkpoint',
-           'config_diff', 'load_checkpoint', 'snapshot_steps', 'cache_features', 'finetune', 'override_names',
-           'parse_overrides', 'run_pretrain_config', 'run_configs', 'check_run_parameters', 'executed_cells',
-           'injected_parameter_names', 'plot_trajectories', 'plot_gains', 'plot_recalls']
+           'EMBEDDED', 'PRESETS', 'TUNED', 'AGNOSTIC_ARMS', 'PROTOCOL_SETTINGS', 'CKPT_NAME', 'field_problems',
+           'Target', 'Pairs', 'Mixing', 'Gain', 'Optim', 'Leaks', 'FinetuneConfig', 'arm_of', 'finetune_config',
+           'p_floor', 'ClassIndex', 'class_means', 'coverage_scale', 'gain_direction', 'unlabeled_subset',
+           'has_unlabeled', 'scaled_gains', 'refresh', 'param_groups', 'make_optimizer', 'mixup_step', 'cost_matrix',
+           'cost_sensitive_loss', 'plain_step', 'ConfigMismatch', 'save_checkpoint', 'config_diff', 'load_checkpoint',
+           'snapshot_steps', 'cache_features', 'finetune']
 
 # %% ../nbs/10_finetune.ipynb #b446dff4
 import json, math, hashlib, warnings
@@ -619,140 +617,3 @@ def finetune(model, # pre-trained classifier with .features and .head (nn.Linear
     if best is not None:
         model.load_state_dict(best['model']); history[-1]['test_checkpoint_step'] = best['step']
     return model, history
-
-# %% ../nbs/10_finetune.ipynb #c7097de5
-RUN_METHODS = FINETUNE_METHODS + ('plugin',)   # run.ipynb's `method`: a fine-tuning, or the post-hoc plug-in rule (`selmix.baselines`)
-_SET_BY_PARAMETER = dict(objective='objective', method='method', policy='policy', protocol='protocol', seed='seed', s='s',
-                         steps='finetune_steps', pretrain_seed='seed', pretrain_steps='pretrain_epochs', pretrain_arch='arch')
-
-def override_names()->list:
-    "Names `run.ipynb`'s `overrides` accepts: `FinetuneConfig` fields, and `pretrain_` + `PretrainConfig` fields, but not those a parameter sets."
-    from selmix.pretrain import PretrainConfig
-    names = list(FIELD_GROUP) + ['n_snapshots'] + [f'pretrain_{f.name}' for f in fields(PretrainConfig)]
-    return [n for n in names if n not in _SET_BY_PARAMETER or n == 'pretrain_steps']
-
-# %% ../nbs/10_finetune.ipynb #6b059fb6
-def parse_overrides(o)->dict:
-    "`run.ipynb`'s `overrides` as a dict: a dict, None, or its JSON/YAML text."
-    import yaml
-    if o is None: return {}
-    if isinstance(o, str):
-        try: o = yaml.safe_load(o) if o.strip() else {}
-        except yaml.YAMLError as e: raise ValueError(f"overrides={o!r} is not a JSON/YAML mapping ({e.__class__.__name__})")
-    if not isinstance(o, dict): raise ValueError(f"overrides={o!r} must be a dict of setting -> value")
-    return dict(o)
-
-# %% ../nbs/10_finetune.ipynb #7935a98b
-def run_pretrain_config(p:dict, # run.ipynb's parameters by name
-                        bench=None, # the loaded benchmark, if any: needed for `pretrain_epochs` and data without an unlabeled pool
-                       ): # PretrainConfig
-    "The pre-training config a run with parameters `p` uses: the dataset's preset, `pretrain_*` overrides, the run's seed."
-    from selmix.pretrain import pretrain_config
-    ds, over = p.get('dataset'), parse_overrides(p.get('overrides'))
-    pkw = {k[len('pretrain_'):]: v for k, v in over.items() if k.startswith('pretrain_')} | dict(seed=p.get('seed'))
-    if p.get('arch') is not None and p.get('checkpoint') is None: pkw['arch'] = p['arch']
-    if p.get('smoke'): pkw.update(method='la', steps=100)
-    if bench is not None and not len(bench.unlabeled) and pretrain_config(ds).semi_supervised: pkw.setdefault('method', 'mixup')
-    pcfg = pretrain_config(ds, **pkw)
-    if p.get('pretrain_epochs') is None or bench is None: return pcfg
-    return pretrain_config(ds, **pkw | dict(steps=p['pretrain_epochs'] * math.ceil(len(bench.labeled) / pcfg.batch_size)))
-
-# %% ../nbs/10_finetune.ipynb #3693a9aa
-def run_configs(p:dict, # run.ipynb's parameters by name
-                bench=None, # the loaded benchmark, if any (see `run_pretrain_config`)
-               )->tuple: # (FinetuneConfig, PretrainConfig)
-    "The fine-tuning and pre-training configs a run with parameters `p` uses."
-    over = parse_overrides(p.get('overrides'))
-    fkw = {k: v for k, v in over.items() if not k.startswith('pretrain_')} | dict(objective=p.get('objective'), policy=p.get('policy', 'selmix'), seed=p.get('seed'))
-    if p.get('method', 'selmix') in FINETUNE_METHODS: fkw['method'] = p.get('method', 'selmix')   # 'plugin' trains nothing
-    if p.get('s') is not None: fkw['s'] = float(p['s'])
-    if 'lr' in fkw: fkw['lr'] = float(fkw['lr'])
-    if p.get('finetune_steps') is not None: fkw['steps'] = p['finetune_steps']
-    if p.get('smoke'): fkw.update(steps=40, refresh_every=20)
-    return finetune_config(p.get('dataset'), p.get('protocol', 'paper'), **fkw), run_pretrain_config(p, bench)
-
-# %% ../nbs/10_finetune.ipynb #9559ef0f
-def _bad_int(v, lo=1): return v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v < 2**31)
-
-def check_run_parameters(p:dict, # run.ipynb's parameters by name
-                        )->list: # one message per problem (empty: all good)
-    "Every problem with a set of `run.ipynb` parameters, each naming the parameter and the valid choices."
-    from selmix.data import DATASETS, is_dataset
-    bad = []
-    if not is_dataset(p.get('dataset')): bad.append(f"dataset={p.get('dataset')!r} (valid: {', '.join(DATASETS)}, 'folder:PATH' or 'npz:PATH')")
-    for k in ('checkpoint', 'arch'):
-        if p.get(k) is not None and not (isinstance(p[k], str) and p[k]): bad.append(f"{k}={p[k]!r} (must be a non-empty string or None)")
-    if isinstance(p.get('checkpoint'), str) and p['checkpoint'] and not Path(p['checkpoint']).is_file(): bad.append(f"checkpoint={p['checkpoint']!r} (no such file)")
-    if p.get('method', 'selmix') not in RUN_METHODS: bad.append(f"method={p.get('method')!r} (valid: {', '.join(RUN_METHODS)})")
-    for k in ('finetune_steps', 'pretrain_epochs'):
-        if _bad_int(p.get(k)): bad.append(f"{k}={p.get(k)!r} (must be a positive integer below 2**31, or None for the preset)")
-    try: over = parse_overrides(p.get('overrides'))
-    except ValueError as e: return bad + [str(e)]
-    for k in sorted(set(over) - set(override_names())):
-        bad.append(f"overrides: {k!r} is set by the parameter {_SET_BY_PARAMETER[k]!r}" if k in _SET_BY_PARAMETER else
-                   f"overrides: unknown setting {k!r} (valid: {', '.join(override_names())})")
-    if p.get('pretrain_epochs') is not None and 'pretrain_steps' in over: bad.append("give pretrain_epochs or overrides['pretrain_steps'], not both")
-    if is_dataset(p.get('dataset')) and not set(over) - set(override_names()):   # each field is checked where it is defined
-        try: run_configs(p | dict(pretrain_epochs=None, finetune_steps=None if _bad_int(p.get('finetune_steps')) else p.get('finetune_steps')))
-        except ValueError as e: bad.append(str(e))
-    try: resolve_device(p.get('device', 'auto'))
-    except ValueError as e: bad.append(f"device={p.get('device')!r} ({e})")
-    return bad
-
-# %% ../nbs/10_finetune.ipynb #da0367aa
-def executed_cells()->list:
-    "Sources of the cells this kernel has run, from IPython's history: not from `In`, which a parameter may shadow."
-    from IPython import get_ipython
-    ip = get_ipython()
-    if ip is None: return []
-    hist = getattr(getattr(ip, 'history_manager', None), 'input_hist_raw', None) or ip.user_ns.get('_ih') or []
-    return [c for c in hist if isinstance(c, str)]
-
-# %% ../nbs/10_finetune.ipynb #0048c7a0
-def injected_parameter_names(cells:list, # sources of the executed cells, in order
-                            )->list: # names assigned in papermill's injected-parameters cell
-    "The parameters papermill injected (its cell starts with '# Parameters'); [] when it injected none."
-    import ast
-    for src in cells:
-        if isinstance(src, str) and src.lstrip().startswith('# Parameters'):
-            return [t.id for node in ast.parse(src).body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
-    return []
-
-# %% ../nbs/10_finetune.ipynb #10ff8e2e
-def plot_trajectories(history:list, # `finetune`'s history
-                      title:str=''):
-    "Validation metrics at every refresh: the objective, mean/min recall and min coverage."
-    import matplotlib.pyplot as plt
-    steps = [h['step'] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [h['objective'] for h in history], 'k-', lw=2, label='objective')
-    for k in ('mean_recall', 'min_recall', 'min_coverage'): ax.plot(steps, [h['val'][k] for h in history], label=k)
-    ax.set_xlabel('fine-tuning step'); ax.set_ylabel('validation'); ax.set_title(title); ax.legend(fontsize=8)
-    fig.tight_layout(); return fig
-
-# %% ../nbs/10_finetune.ipynb #fee441e5
-def plot_gains(history:list): # `finetune`'s history (rows with 'G' and 'P')
-    "Heatmaps of the gain matrix G and of P at the snapshot refreshes (App. J)."
-    import matplotlib.pyplot as plt
-    rows = [h for h in history if h.get('P') is not None]
-    fig, axs = plt.subplots(2, max(1, len(rows)), figsize=(3 * max(1, len(rows)), 5.6), squeeze=False)
-    for c, h in enumerate(rows):
-        for r, key in enumerate(('G', 'P')):
-            ax = axs[r, c]
-            if h.get(key) is None: ax.axis('off'); ax.set_title(f'{key}: not computed'); continue
-            im = ax.imshow(np.array(h[key]), cmap='viridis'); fig.colorbar(im, ax=ax, fraction=0.046)
-            ax.set_title(f"{key} at step {h['step']}", fontsize=9); ax.set_xlabel('j (partner)'); ax.set_ylabel('i (label)')
-            K = len(h[key])
-            if K <= 20: ax.set_xticks(range(K)); ax.set_yticks(range(K)); ax.tick_params(labelsize=7)
-    fig.tight_layout(); return fig
-
-# %% ../nbs/10_finetune.ipynb #303828df
-def plot_recalls(before:dict, after:dict, # `report` dicts (e.g. test) of the pre-trained and fine-tuned models
-                 title:str=''):
-    "Per-class recall before and after fine-tuning."
-    import matplotlib.pyplot as plt
-    K = len(before['recalls']); x = np.arange(K)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.bar(x - 0.2, before['recalls'], 0.4, label='pre-trained'); ax.bar(x + 0.2, after['recalls'], 0.4, label='fine-tuned')
-    ax.set_xticks(x); ax.set_xlabel('class'); ax.set_ylabel('recall'); ax.set_ylim(0, 1); ax.set_title(title); ax.legend(fontsize=8)
-    fig.tight_layout(); return fig

@@ -240,7 +240,7 @@ def notebook_parameters(point:dict, # a grid point: settings by name
                         defaults:dict, # the notebook's parameters and their defaults (see `notebook_defaults`)
                        )->dict: # papermill parameters
     "The papermill parameters of `point`: the notebook's own parameters as they are, every other setting in `overrides`."
-    from selmix.finetune import parse_overrides
+    from selmix.run_parts import parse_overrides
     if 'overrides' not in defaults: return dict(point)
     params = {k: v for k, v in point.items() if k in defaults}
     rest = {k: v for k, v in point.items() if k not in defaults}
@@ -323,7 +323,7 @@ def check_params(points:list, # grid points
                 ):
     "Raise ValueError if a grid parameter is neither a parameter of the notebook nor a setting its `overrides` takes."
     import papermill as pm
-    from selmix.finetune import override_names
+    from selmix.run_parts import override_names
     valid = set(pm.inspect_notebook(str(notebook or run_notebook())))
     if 'overrides' in valid: valid |= set(override_names())
     bad = sorted({k for p in points for k in p} - valid)
@@ -431,8 +431,8 @@ def point_pretrain_config(point:dict, # a grid point
                           defaults:dict|None=None, # the notebook's defaults (see `notebook_defaults`; None: read them)
                           bench=None, # the loaded benchmark, needed only to turn `pretrain_epochs` into steps
                          )->tuple: # (dataset, seed, PretrainConfig, pretrain_epochs)
-    "The pre-training a run of `point` uses: `selmix.finetune.run_pretrain_config`, as `nbs/run.ipynb` calls it."
-    from selmix.finetune import run_pretrain_config
+    "The pre-training a run of `point` uses: `selmix.run_parts.run_pretrain_config`, as `nbs/run.ipynb` calls it."
+    from selmix.run_parts import run_pretrain_config
     defaults = notebook_defaults() if defaults is None else defaults
     p = dict(dataset='mnist_lt', seed=0) | defaults | notebook_parameters(point, defaults)
     return p.get('dataset', 'mnist_lt'), p.get('seed', 0), run_pretrain_config(p, bench), p.get('pretrain_epochs')

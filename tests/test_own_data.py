@@ -184,7 +184,7 @@ def test_changed_pixel_changes_the_fingerprint(tmp_path):
     assert load_benchmark(f'folder:{tmp_path / "t"}', root=tmp_path).data_fingerprint != a.data_fingerprint
 
 
-@pytest.mark.parametrize('case,match', [   # 04_data checks: no test/, a class missing in val/, grey and colour mixed, sizes
+@pytest.mark.parametrize('case,match', [   # 04b_data checks: no test/, a class missing in val/, grey and colour mixed, sizes
     ('no train', r'has no train/ folder'),
     ('no val', r'has no val/ folder'),
     ('extra class in test', r"test/ has a class folder 'dog' that train/ does not have"),

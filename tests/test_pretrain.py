@@ -1,4 +1,4 @@
-"""Pre-training beyond nbs/06_pretrain (which checks the losses by hand, the cache, one resumption and the presets): every
+"""Pre-training beyond nbs/05b_losses and nbs/06_pretrain (which check the losses by hand, the cache, one resumption and the presets): every
 method resumed bit-exactly, the control that makes that test able to fail, DDP under torchrun, damaged checkpoints, the
 device path, custom benchmarks."""
 import os, sys, subprocess

@@ -32,7 +32,8 @@ def test_point_id_rejects_unsafe_values():
         with pytest.raises(ValueError, match='folder name'): point_id(dict(objective=bad))
 
 def test_ready_made_grids_name_valid_settings():
-    from selmix.finetune import POLICIES, RUN_METHODS
+    from selmix.finetune import POLICIES
+    from selmix.run_parts import RUN_METHODS
     from selmix.sweep import SEEDS
     for name, g in GRIDS.items():
         for p in expand_grid(g):

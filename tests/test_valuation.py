@@ -1,4 +1,4 @@
-"""Tests of selmix.valuation (and the λ schedules of selmix.pretrain) beyond nbs/09_valuation and nbs/06_pretrain, which check
+"""Tests of selmix.valuation (and the λ schedules of selmix.mixup) beyond nbs/09_valuation and nbs/05a_mixup, which check
 every definition by hand or against a loop: frozen parameters and BatchNorm in GraNd, exact η·N rounding, singular
 covariances and the options of the regularisers, custom schedules, the warm-up's random state, the remaining errors."""
 import copy, math
@@ -162,7 +162,7 @@ def test_schedule_formulas_at_midpoint():
 
 
 def test_schedule_errors_name_the_valid_choices():
-    "06_pretrain checks an unknown name, a sine ζ > 1, a parameter of another schedule and a step past the end."
+    "05a_mixup checks an unknown name, a sine ζ > 1, a parameter of another schedule and a step past the end."
     assert LAM_SCHEDULES == ('constant', 'uniform', 'sine', 'tanh')
     with pytest.raises(ValueError, match='takes c'): lam_schedule('constant', zeta=1.0)
     with pytest.raises(ValueError, match='a <= b'): lam_schedule('uniform', a=0.9, b=0.6)
