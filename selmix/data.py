@@ -4,14 +4,14 @@
 
 # %% ../nbs/04b_data.ipynb #199c3238
 from __future__ import annotations
-import contextlib, functools, gzip, hashlib, json, math, os, random, re, shutil, tempfile, warnings, zipfile
+import functools, gzip, hashlib, json, math, os, re, shutil, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
-from .core import data_root, json_safe, locked, read_json, _atomic_write
+from .core import data_root, locked, _atomic_write
 from .splits import *    # long_tailed_counts, lt_ssl_indices, split files (04_splits)
 from .augment import *   # random_translate, cutout, Augment (04a_augment)
 

@@ -273,13 +273,13 @@ def test_locked_timeout_and_a_killed_holder(tmp_path):
 
 def test_check_out_dir_not_writable(tmp_path, monkeypatch):
     "00_core checks a new folder, an existing file and a file on the path; here a folder that is not writable."
-    import selmix.data as d
+    import selmix.core as core
     from selmix.core import check_out_dir
     ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o555)
     if os.geteuid() != 0:   # root writes anywhere: simulate the refusal below instead
         with pytest.raises(ValueError, match='not writable'): check_out_dir(ro / 'run')
     def refuse(*a, **k): raise PermissionError(13, 'Permission denied')
-    monkeypatch.setattr(d.tempfile, 'mkstemp', refuse)
+    monkeypatch.setattr(core.tempfile, 'mkstemp', refuse)   # check_out_dir's probe file
     with pytest.raises(ValueError, match=f"out_dir='{ro / 'run'}' is not writable \\(Permission denied\\)"): check_out_dir(ro / 'run')
 
 
