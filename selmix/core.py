@@ -117,8 +117,9 @@ def atomic_write_json(obj, # the object to store
 class DamagedFile(ValueError):
     "A file exists but cannot be read back (truncated, empty, overwritten); the message names it."
     def __init__(self, path, what:str, reason:str):
-        self.path, self.what, self.reason = Path(path), what, reason
-        super().__init__(f"{what} {path} is damaged ({reason}); delete it or restore it from a copy")
+        self.path, self.what = Path(path), what
+        self.reason = ' '.join(str(reason).split())  # one line, so a warning quoting it reads (and matches) as one
+        super().__init__(f"{what} {path} is damaged ({self.reason}); delete it or restore it from a copy")
 
 # %% ../nbs/00_core.ipynb #9add9866
 def read_json(path, # a JSON file

@@ -743,17 +743,18 @@ def mixed_starts(rows:pd.DataFrame)->list:
     return sorted(n[n > 1].index)
 
 # %% ../nbs/12_results.ipynb #178bf585
-def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads <evidence>/ and the tuning folders under it
-                     out_dir, # where the three CSV files go (e.g. data/results); rows already there are kept
+def collect_evidence(runs_dir, # the sweeps' root (e.g. runs/): reads the sweep folders under it
+                     out_dir, # where the CSV files go (e.g. data/results); rows already there are kept
                      dataset:str='fmnist_lt', seeds=range(10), # the pre-trainings whose curves are kept
-                     evidence=('fmnist_evidence', 'fmnist_reference'), tuning=('fmnist_tuning', 'fmnist_tuning_s', 'fmnist_pretrain_length'), # sweep names
+                     files=(('runs', ('fmnist_evidence', 'fmnist_reference')), ('tuning', ('fmnist_tuning', 'fmnist_tuning_s')),
+                            ('pretrain_length', ('fmnist_pretrain_length',))), # (file <short>_<name>.csv, the sweeps it holds)
                     )->dict: # file name -> rows in the file
-    "Add to `<dataset>_runs.csv`, `<dataset>_tuning.csv` and `<dataset>_pretrain.csv` from the sweep folders and the pre-training cache."
+    "Add the sweep folders' rows to `<short>_<name>.csv` for each of `files`, and the pre-training curves to `<short>_pretrain.csv`."
     from selmix.data import load_benchmark
     from selmix.pretrain import checkpoint_dir, pretrain_config
     runs_dir, out_dir, short = Path(runs_dir), Path(out_dir), dataset.split('_')[0]
     written = {}
-    for name, folders in ((f'{short}_runs.csv', list(evidence)), (f'{short}_tuning.csv', list(tuning))):
+    for name, folders in ((f'{short}_{suffix}.csv', sweeps) for suffix, sweeps in files):
         parts = [p for f in folders if (runs_dir/f).is_dir() and len(p := load_runs(runs_dir/f))]
         if parts:
             old = read_runs_csv(out_dir/name) if (out_dir/name).exists() else None

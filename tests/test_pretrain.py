@@ -1,7 +1,7 @@
 """Pre-training beyond nbs/05b_losses and nbs/06_pretrain (which check the losses by hand, the cache, one resumption and the presets): every
 method resumed bit-exactly, the control that makes that test able to fail, DDP under torchrun, damaged checkpoints, the
 device path, custom benchmarks."""
-import os, sys, subprocess
+import os, random, sys, subprocess
 from dataclasses import replace
 from pathlib import Path
 import numpy as np, pytest, torch
@@ -100,7 +100,7 @@ def test_largest_seed_runs(bench, tmp_path):
 # ---------------------------------------------------------------- damaged checkpoints
 def _damage(f, how):
     data = f.read_bytes()
-    f.write_bytes({'empty': b'', 'truncated': data[:len(data)//3], 'garbage': os.urandom(2048)}[how])
+    f.write_bytes({'empty': b'', 'truncated': data[:len(data)//3], 'garbage': random.Random(0).randbytes(2048)}[how])
 
 
 @pytest.mark.parametrize('how', ['empty', 'truncated', 'garbage'])
