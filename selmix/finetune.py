@@ -23,7 +23,8 @@ from .policies import POLICIES, pair_distribution, sample_pairs
 from .core import resolve_device, atomic_save, seed_everything, json_safe, locked, rng_state, set_rng_state, read_checkpoint, DamagedFile
 from .models import extract_features, freeze_bn
 from .data import Split
-from .pretrain import LAM_SCHEDULES, lam_schedule, regmixup_loss, log_prior, supervised_loss
+from .mixup import LAM_SCHEDULES, lam_schedule, regmixup_loss
+from .losses import log_prior, supervised_loss
 from .valuation import collect_forgetting, el2n, grand_head, hardest
 
 # %% ../nbs/10_finetune.ipynb #c4c4db27

@@ -17,8 +17,8 @@ __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'S
            'PAPER_SOURCE', 'PERCENT', 'BASELINES', 'AGNOSTIC', 'POLICY_ORDER', 'ARMS', 'RECOMMENDABLE', 'point_params',
            'run_variant', 'load_runs', 'load_history', 'aggregate', 'pretrained_rows', 'paper_results', 'columns_for',
            'scale', 'main_runs', 'table2', 'cross_metric_table', 'target_metrics', 'policy_table', 'fmt_pm', 'pm_table',
-           'paired_interval', 'arm', 'paired', 'fmt_ci', 'digits', 'paired_table2', 'baseline_table', 'policy_paired',
-           'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
+           'paired_interval', 'arm', 'paired', 'fmt_ci', 'ci_verdict', 'digits', 'paired_table2', 'baseline_table',
+           'policy_paired', 'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
            'coverage_met', 'recommend', 'headline_evidence', 'run_arm', 'select_tuned', 'pretrain_history',
            'merge_rows', 'mixed_starts', 'collect_evidence', 'complete_seeds']
@@ -385,6 +385,12 @@ def fmt_ci(diff, lo, hi, n, # a paired difference, its interval and the number o
     n = int(n)
     s = f"{diff:+.{digits}f}" + (f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if n > 1 else ' (no interval)')
     return s + (f" (n={n} of {want})" if n < want else '')
+
+# %% ../nbs/12_results.ipynb #b1d2c3e5
+def ci_verdict(lo, hi, n)->str:
+    "'higher' (interval above 0), 'lower' (below 0), 'not distinguishable' (across 0); 'no verdict' under two seeds."
+    if n < 2 or any(map(math.isnan, (lo, hi))): return 'no verdict'
+    return 'higher' if lo > 0 else 'lower' if hi < 0 else 'not distinguishable'
 
 # %% ../nbs/12_results.ipynb #4a44d067
 def digits(metric:str)->int:

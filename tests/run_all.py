@@ -62,11 +62,11 @@ def run_notebooks(path=None, n_workers=2):
     return [f.name for f in files if f.name not in failed], sorted(failed)
 
 
-def run_pytest():
-    "Run pytest on tests/; return (passed, failed) counts from its JUnit report."
+def run_pytest(*args):
+    "Run pytest with `args` (default: all of tests/); return (passed, failed) counts from its JUnit report."
     with tempfile.TemporaryDirectory() as d:
         xml = Path(d)/'junit.xml'
-        r = subprocess.run([str(BIN/'pytest'), '-q', '-p', 'no:cacheprovider', f'--junitxml={xml}', 'tests'], cwd=ROOT)
+        r = subprocess.run([str(BIN/'pytest'), '-q', '-p', 'no:cacheprovider', f'--junitxml={xml}', *(args or ['tests'])], cwd=ROOT)
         if r.returncode == 5: return 0, 0  # no tests collected
         if not xml.exists(): return 0, 1
         suites = list(ET.parse(xml).getroot().iter('testsuite'))
@@ -76,19 +76,27 @@ def run_pytest():
     return tot['tests'] - failed - tot['skipped'], failed
 
 
+# pytest files that run after the notebooks, on the core the notebooks free: the rest of pytest takes longer than the
+# notebooks, and one pytest process alone leaves the other core idle
+AFTER_NOTEBOOKS = ('tests/test_datapath.py', 'tests/test_robust.py')
+
+
 def main():
-    "Sync first (it rewrites files); then the notebooks and pytest side by side: each alone leaves a core idle most of the time."
+    """Sync first (it rewrites files); then two lanes, one per core: the notebooks followed by `AFTER_NOTEBOOKS`, and the
+    rest of pytest."""
     from concurrent.futures import ThreadPoolExecutor
     start, took = time.time(), {}
-    def timed(name, f):
-        t = time.time(); r = f(); took[name] = time.time() - t; return r
+    def timed(name, f, *a):
+        t = time.time(); r = f(*a); took[name] = time.time() - t; return r
     print('== sync: nbdev_export, nbdev_clean and README leave no diff', flush=True)
     sync_ok = timed('sync', check_sync)
-    print('== notebooks (nbdev_test) and pytest, side by side', flush=True)
+    print('== notebooks (nbdev_test), then part of pytest; beside them, the rest of pytest', flush=True)
+    def first_lane(): return timed('notebooks', run_notebooks), timed('pytest after the notebooks', run_pytest, *AFTER_NOTEBOOKS)
     with ThreadPoolExecutor(2) as ex:
-        nbs = ex.submit(timed, 'notebooks', run_notebooks)
-        py_pass, py_fail = timed('pytest', run_pytest)
-        nb_pass, nb_fail = nbs.result()
+        lane = ex.submit(first_lane)
+        py_rest = timed('pytest', run_pytest, 'tests', *(f'--ignore={f}' for f in AFTER_NOTEBOOKS))
+        (nb_pass, nb_fail), py_after = lane.result()
+    py_pass, py_fail = py_rest[0] + py_after[0], py_rest[1] + py_after[1]
     passed, failed = int(sync_ok) + len(nb_pass) + py_pass, int(not sync_ok) + len(nb_fail) + py_fail
     print(f'\nsync: {"ok" if sync_ok else "FAILED"}; notebooks: {len(nb_pass)} passed, {len(nb_fail)} failed '
           f'{nb_fail or ""}; pytest: {py_pass} passed, {py_fail} failed; {time.time()-start:.0f} s '
