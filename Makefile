@@ -24,11 +24,12 @@ data: venv
 	test -d /usr/share/datasets/fashion-mnist || (command -v apt-get >/dev/null && (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist))) || true
 	$(PY) -c "from selmix.data import fashion_arrays; a = fashion_arrays(download=True); print('fmnist_lt data ready:', [x.shape for x in a])"
 
-# The Fashion-MNIST-LT evidence, resumable, a chunk at a time (hours on a CPU): the tuning grids first, then CHUNK more
+# The Fashion-MNIST-LT evidence, resumable, a chunk at a time (hours on a CPU): the tuning and pre-training-length grids first, then CHUNK more
 # runs of the evidence grid; each chunk adds its rows to the committed ones, and runs already committed are skipped (commit data/results/fmnist_*.csv)
 CHUNK ?= 20
 evidence: data
 	$(PY) -m selmix.sweep fmnist_tuning --committed data/results/fmnist_tuning.csv && $(PY) -m selmix.sweep fmnist_tuning_s --committed data/results/fmnist_tuning.csv
+	$(PY) -m selmix.sweep fmnist_pretrain_length --committed data/results/fmnist_pretrain_length.csv
 	$(PY) -c "from selmix.finetune import TUNED; from selmix.sweep import TUNE_ARMS; t = TUNED.get('fmnist_lt', {}); assert set(t) >= set(TUNE_ARMS) and 's' in t['selmix'], 'set selmix.finetune.TUNED from the tuning rows first (nbs/evidence.ipynb shows the choice)'"
 	$(PY) -m selmix.sweep fmnist_evidence --limit $(CHUNK) --committed data/results/fmnist_runs.csv
 	$(PY) -c "from selmix.results import collect_evidence; print(collect_evidence('runs', 'data/results'))"
