@@ -78,7 +78,7 @@ def run_pytest(*args):
 
 # pytest files that run after the notebooks, on the core the notebooks free: the rest of pytest takes longer than the
 # notebooks, and one pytest process alone leaves the other core idle
-AFTER_NOTEBOOKS = ('tests/test_datapath.py', 'tests/test_robust.py')
+AFTER_NOTEBOOKS = ('tests/test_datapath.py', 'tests/test_robust.py', 'tests/test_pretrain.py', 'tests/test_device.py')
 
 
 def main():
