@@ -21,7 +21,7 @@ __all__ = ['METRICS', 'STAGES', 'VAL_METRICS', 'LATER_DEFAULTS', 'MAIN_KEYS', 'S
            'policy_paired', 'temperature_table', 'diagonal_table', 'headline_table', 'sweep_timing', 'gain_scales',
            'coverage_attainability', 'arm_rows', 'evidence_table', 'export_runs', 'read_runs_csv', 'evidence_paired',
            'coverage_met', 'recommend', 'headline_evidence', 'run_arm', 'select_tuned', 'pretrain_history',
-           'merge_rows', 'mixed_starts', 'collect_evidence', 'complete_seeds']
+           'merge_rows', 'mixed_starts', 'collect_evidence', 'complete_seeds', 'length_choice']
 
 # %% ../nbs/12_results.ipynb #601ff9e8
 METRICS = ('mean_recall', 'min_recall', 'g_mean', 'h_mean', 'min_ht_recall', 'min_coverage', 'min_ht_coverage',
@@ -781,3 +781,12 @@ def complete_seeds(rows:pd.DataFrame)->pd.DataFrame:
     "The rows of the seeds that ran as many runs as the fullest seed (a sweep stopped mid-seed leaves the others)."
     n = rows.groupby('seed').run.nunique()
     return rows[rows.seed.isin(n[n == n.max()].index)]
+
+# %% ../nbs/12_results.ipynb #e5f1a2b4
+def length_choice(rows:pd.DataFrame, # the rows of a pre-training-length grid (one pre-trained model per `pretrain_steps`)
+                  preset:int, # the length the other sweeps start from
+                 )->dict: # table (pre-trained rows by length), best (validation mean recall's choice), gain (best − preset, points)
+    "Validation's choice among pre-training lengths, and what it gains over `preset` on validation mean and min recall."
+    table = rows[rows.stage == 'pretrained'].set_index('pretrain_steps').sort_index()
+    best = int(table.val_mean_recall.idxmax())
+    return dict(table=table, best=best, gain={k: float(100 * (table.loc[best, k] - table.loc[preset, k])) for k in ('val_mean_recall', 'val_min_recall')})
